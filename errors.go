@@ -1,0 +1,152 @@
+package nano
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+)
+
+// Errors returned by the package, usually wrapped with context. Test for them
+// with errors.Is. Errors that arrive over the wire from a server or a service
+// are *Error values that unwrap to the sentinel matching their status code.
+var (
+	// ErrInvalidPattern reports a pattern that is empty, has an empty field or
+	// exceeds MaxPatternBytes or MaxPatternFields (HTTP 400).
+	ErrInvalidPattern = errors.New("nano: invalid pattern")
+	// ErrInvalidMessage reports a message that is not a JSON object with a
+	// string Pattern field, or a registration that is not valid (HTTP 400).
+	ErrInvalidMessage = errors.New("nano: invalid message")
+	// ErrNoService reports that no registered pattern matches a request (HTTP 404).
+	ErrNoService = errors.New("nano: no service matches the pattern")
+	// ErrMethodNotAllowed reports a request that is not a POST (HTTP 405).
+	ErrMethodNotAllowed = errors.New("nano: method not allowed")
+	// ErrMessageTooLarge reports a body over the size limit (HTTP 413).
+	ErrMessageTooLarge = errors.New("nano: message too large")
+	// ErrUnauthorized reports a write without the shared token (HTTP 401).
+	ErrUnauthorized = errors.New("nano: unauthorized")
+	// ErrRegistryUnavailable reports that the registry (Redis) cannot be
+	// reached (HTTP 503).
+	ErrRegistryUnavailable = errors.New("nano: registry unavailable")
+	// ErrServiceUnavailable reports that the service a pattern resolved to
+	// could not be reached or answered badly (HTTP 502).
+	ErrServiceUnavailable = errors.New("nano: service unavailable")
+	// ErrTimeout reports that a service did not answer in time (HTTP 504).
+	ErrTimeout = errors.New("nano: service timed out")
+	// ErrHandler reports that a handler failed (HTTP 500).
+	ErrHandler = errors.New("nano: handler failed")
+	// ErrClosed reports a call on a Server, Service or Client that was shut down.
+	ErrClosed = errors.New("nano: closed")
+)
+
+// Error is an error with an HTTP status code. A handler returns one to choose
+// the status and message its caller receives; Act and ActContext return one
+// when a server or service answered with an error status.
+//
+// The zero Status means 500 Internal Server Error.
+type Error struct {
+	// Status is the HTTP status code, e.g. http.StatusBadRequest.
+	Status int
+	// Message is sent to the caller as {"error": Message}. When empty, the
+	// text of Err or the status text is sent instead.
+	Message string
+	// Err is the underlying error, if any; errors.Is and errors.As see it.
+	Err error
+}
+
+// Error returns the message, or the text of the underlying error.
+func (e *Error) Error() string {
+	switch {
+	case e.Message != "":
+		return e.Message
+	case e.Err != nil:
+		return e.Err.Error()
+	default:
+		return http.StatusText(e.status())
+	}
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+func (e *Error) status() int {
+	if e.Status == 0 {
+		return http.StatusInternalServerError
+	}
+	return e.Status
+}
+
+// statusOf maps an error to the status code it is answered with.
+func statusOf(err error) int {
+	if e, ok := errors.AsType[*Error](err); ok && e.Status != 0 {
+		return e.Status
+	}
+	for _, s := range sentinels {
+		if errors.Is(err, s.err) {
+			return s.status
+		}
+	}
+	return http.StatusInternalServerError
+}
+
+// sentinelFor returns the sentinel error that stands for an HTTP status, or
+// nil if none does.
+func sentinelFor(status int) error {
+	for _, s := range sentinels {
+		if s.status == status {
+			return s.err
+		}
+	}
+	if status >= 500 {
+		return ErrHandler
+	}
+	return nil
+}
+
+var sentinels = []struct {
+	err    error
+	status int
+}{
+	{ErrInvalidPattern, http.StatusBadRequest},
+	{ErrInvalidMessage, http.StatusBadRequest},
+	{ErrUnauthorized, http.StatusUnauthorized},
+	{ErrNoService, http.StatusNotFound},
+	{ErrMethodNotAllowed, http.StatusMethodNotAllowed},
+	{ErrMessageTooLarge, http.StatusRequestEntityTooLarge},
+	{ErrHandler, http.StatusInternalServerError},
+	{ErrServiceUnavailable, http.StatusBadGateway},
+	{ErrRegistryUnavailable, http.StatusServiceUnavailable},
+	{ErrTimeout, http.StatusGatewayTimeout},
+}
+
+// errorBody is the JSON body of every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// writeError answers a request with err's status and a JSON error body.
+func writeError(w http.ResponseWriter, err error) {
+	status := statusOf(err)
+	if status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodPost)
+	}
+	msg := err.Error()
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	body, _ := json.Marshal(errorBody{Error: msg})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+// errorFromResponse turns an error answer into an *Error that unwraps to
+// the sentinel of its status.
+func errorFromResponse(status int, body []byte) *Error {
+	var eb errorBody
+	if json.Unmarshal(body, &eb) != nil || eb.Error == "" {
+		eb.Error = http.StatusText(status)
+	}
+	return &Error{Status: status, Message: eb.Error, Err: sentinelFor(status)}
+}

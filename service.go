@@ -1,0 +1,495 @@
+package nano
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ServiceOptions configures a Service. Addr and Server are required; the
+// zero value of every other field is a usable default.
+type ServiceOptions struct {
+	// Addr is the host:port other processes reach this service at, sent to
+	// the server when registering. A port of 0 takes the port of the
+	// listener the service serves on.
+	Addr string
+	// ListenAddr is the address ListenAndServe listens on. Empty means all
+	// interfaces on the port of Addr.
+	ListenAddr string
+	// Server is the host:port of the nano server the service registers at
+	// and routes Act calls through.
+	Server string
+	// Token is sent as "Authorization: Bearer <Token>" when registering.
+	// Empty means none.
+	Token string
+	// RetryInterval is the longest wait between two registration attempts
+	// while the server cannot be reached; the first retry comes after
+	// 100 ms and the wait doubles up to this. Zero means 5 seconds.
+	RetryInterval time.Duration
+	// MaxBodyBytes limits the size of a message; larger ones are answered
+	// with 413. Zero means 4 MiB.
+	MaxBodyBytes int64
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout bound
+	// the service's connections as in http.Server. Zero means 5 s, 30 s,
+	// 60 s and 2 min; negative means no limit.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// CallTimeout bounds each Act call and each registration attempt. Zero
+	// means 30 seconds.
+	CallTimeout time.Duration
+	// PeerTTL is how long Act calls a peer directly before asking the
+	// server again. Zero means one minute; negative disables the cache.
+	PeerTTL time.Duration
+	// Transport carries registrations and Act calls. Nil means a transport
+	// owned by the service.
+	Transport http.RoundTripper
+	// Logger receives the service's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// HandlerFunc handles a message: it receives the raw JSON body and returns
+// the body of the answer. An error is answered with status 500 and
+// {"error": err.Error()}, or with the status of an *Error.
+type HandlerFunc func(msg []byte) ([]byte, error)
+
+// Service serves handlers for patterns, registers the patterns at a nano
+// server and calls other services with Act.
+//
+// A Service is safe for concurrent use.
+type Service struct {
+	opts   ServiceOptions               // with defaults applied
+	log    *slog.Logger                 //
+	client *Client                      // carries Act calls
+	routes mirror[*handler]             // pattern -> handler
+	self   atomic.Pointer[Registration] // advertised address, once known
+	done   chan struct{}                // closed by Shutdown: ends registration loops and Add
+	loops  sync.WaitGroup               // registration loops
+
+	mu      sync.Mutex            // guards servers, serving, adding, closed
+	servers map[*http.Server]bool // started by Serve, stopped by Shutdown
+	serving bool                  // Serve was called: patterns get registered
+	adding  bool                  // an Add call is serving
+	closed  bool                  // set by Shutdown
+}
+
+type handler struct {
+	pattern string
+	fn      HandlerFunc
+}
+
+// Defaults of the service options.
+const (
+	defaultRetryInterval = 5 * time.Second
+	defaultWriteTimeout  = time.Minute
+	firstRetry           = 100 * time.Millisecond
+)
+
+// NewService returns a service reached at serviceAddress:servicePort that
+// registers at the nano server at serverAddress:serverPort, as in the
+// original library. The environment variables NANO_SERVICE_ADDRESS and
+// NANO_SERVER_ADDRESS, when set, replace the two hosts (the ports stay);
+// NANO_TOKEN, when set, becomes ServiceOptions.Token. The service listens on
+// all interfaces.
+//
+// If the addresses are not valid, NewService logs the error and exits the
+// process with status 1; use NewServiceWithOptions to handle the error.
+func NewService(serviceAddress string, servicePort int, serverAddress string, serverPort int) *Service {
+	if h := os.Getenv("NANO_SERVICE_ADDRESS"); h != "" {
+		serviceAddress = h
+	}
+	if h := os.Getenv("NANO_SERVER_ADDRESS"); h != "" {
+		serverAddress = h
+	}
+	s, err := NewServiceWithOptions(ServiceOptions{
+		Addr:   net.JoinHostPort(serviceAddress, strconv.Itoa(servicePort)),
+		Server: net.JoinHostPort(serverAddress, strconv.Itoa(serverPort)),
+		Token:  os.Getenv("NANO_TOKEN"),
+	})
+	if err != nil {
+		fatal(slog.Default(), "nano: cannot create service", err)
+	}
+	return s
+}
+
+// NewServiceWithOptions returns a service configured by opts.
+func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
+	if _, _, err := splitHostPort(opts.Addr); err != nil {
+		return nil, fmt.Errorf("nano: ServiceOptions.Addr: %v", err)
+	}
+	if err := dialAddr(opts.Server); err != nil {
+		return nil, fmt.Errorf("nano: ServiceOptions.Server: %v", err)
+	}
+	opts = opts.withDefaults()
+	client, err := NewClient(ClientOptions{
+		Server:    opts.Server,
+		Timeout:   opts.CallTimeout,
+		PeerTTL:   opts.PeerTTL,
+		Transport: opts.Transport,
+		Logger:    opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Service{
+		opts:    opts,
+		log:     opts.Logger,
+		client:  client,
+		done:    make(chan struct{}),
+		servers: make(map[*http.Server]bool),
+	}, nil
+}
+
+func (o ServiceOptions) withDefaults() ServiceOptions {
+	if o.ListenAddr == "" {
+		_, port, _ := net.SplitHostPort(o.Addr)
+		o.ListenAddr = ":" + port
+	}
+	o.RetryInterval = durationOr(o.RetryInterval, defaultRetryInterval)
+	if o.RetryInterval < firstRetry {
+		o.RetryInterval = firstRetry
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	o.ReadHeaderTimeout = durationOr(o.ReadHeaderTimeout, defaultReadHeaderTimeout)
+	o.ReadTimeout = durationOr(o.ReadTimeout, defaultReadTimeout)
+	o.WriteTimeout = durationOr(o.WriteTimeout, defaultWriteTimeout)
+	o.IdleTimeout = durationOr(o.IdleTimeout, defaultIdleTimeout)
+	o.CallTimeout = durationOr(o.CallTimeout, defaultCallTimeout)
+	if o.Transport == nil {
+		o.Transport = newTransport()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Add registers handle for pattern, serves it and blocks, as in the
+// original library: the first Add listens on the service's port and
+// returns only when the service is shut down; an Add called while the
+// service already serves (from another goroutine) registers its pattern and
+// blocks likewise.
+//
+// If the pattern is not valid or the port cannot be listened on, Add logs
+// the error and exits the process with status 1; use Handle and
+// ListenAndServe to handle errors. After Shutdown, Add returns at once.
+func (s *Service) Add(pattern string, handle func([]byte) ([]byte, error)) {
+	if err := s.Handle(pattern, handle); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return
+		}
+		fatal(s.log, "nano: cannot add handler", err)
+	}
+	s.mu.Lock()
+	first := !s.adding
+	s.adding = true
+	s.mu.Unlock()
+	if !first {
+		<-s.done
+		return
+	}
+	if err := s.ListenAndServe(); err != nil && !errors.Is(err, ErrClosed) {
+		fatal(s.log, "nano: service failed", err)
+	}
+}
+
+// Handle sets the handler of a pattern. If the service is serving, the
+// pattern is registered at the server at once, otherwise when Serve or
+// ListenAndServe starts; registration is retried in the background until
+// the server accepts it. Handle does not block.
+//
+// A message is handled by the handler whose pattern is the longest
+// whole-field prefix of the message's Pattern. Handle fails with
+// ErrInvalidPattern for a pattern that is not valid or already has a
+// handler, and with ErrClosed after Shutdown.
+func (s *Service) Handle(pattern string, fn HandlerFunc) error {
+	p, err := parsePattern(pattern)
+	if err != nil {
+		return err
+	}
+	if fn == nil {
+		return fmt.Errorf("nano: nil handler for %q", p)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if _, dup := s.routes.get(p); dup {
+		return fmt.Errorf("%w: %q already has a handler", ErrInvalidPattern, p)
+	}
+	s.routes.insert(p, &handler{pattern: p, fn: fn})
+	if s.serving {
+		s.startRegistration(p)
+	}
+	return nil
+}
+
+// Act calls a service by pattern, as Client.Act does, through this
+// service's server and peer cache.
+func (s *Service) Act(jsonMsg []byte, pattern string) ([]byte, error) {
+	return s.client.ActContext(context.Background(), jsonMsg, pattern)
+}
+
+// ActContext calls a service by pattern, as Client.ActContext does.
+func (s *Service) ActContext(ctx context.Context, jsonMsg []byte, pattern string) ([]byte, error) {
+	return s.client.ActContext(ctx, jsonMsg, pattern)
+}
+
+// ListenAndServe listens on opts.ListenAddr and serves until Shutdown,
+// when it returns ErrClosed.
+func (s *Service) ListenAndServe() error {
+	l, err := net.Listen("tcp", s.opts.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("nano: listen: %w", err)
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l, registers the service's patterns at the
+// server and serves until Shutdown, when it returns ErrClosed. It closes l
+// when it returns. When the port of opts.Addr is 0, the service advertises
+// the port of l.
+func (s *Service) Serve(l net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		ReadTimeout:       s.opts.ReadTimeout,
+		WriteTimeout:      s.opts.WriteTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrClosed
+	}
+	s.servers[hs] = true
+	if !s.serving {
+		s.serving = true
+		s.self.Store(s.advertise(l.Addr()))
+		s.routes.each(func(p string, _ *handler) { s.startRegistration(p) })
+	}
+	s.mu.Unlock()
+	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().ServiceAddress, "server", s.opts.Server)
+	return serveUntilClosed(hs, l)
+}
+
+// Handler returns the service endpoint, for use with an http.Server of
+// your own. Patterns are registered at the server only by Serve and
+// ListenAndServe.
+func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Shutdown stops the service gracefully: it stops registering, stops
+// accepting connections and waits for the requests in flight to finish or
+// ctx to end. It is idempotent; later calls to Serve and Handle return
+// ErrClosed.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+
+	close(s.done)
+	err := shutdownAll(ctx, servers)
+	s.loops.Wait()
+	s.client.Close()
+	return err
+}
+
+// advertise returns the registration data of this service, taking the
+// port of the listener when opts.Addr has none.
+func (s *Service) advertise(la net.Addr) *Registration {
+	host, port, _ := splitHostPort(s.opts.Addr)
+	if port == 0 {
+		if ta, ok := la.(*net.TCPAddr); ok {
+			port = ta.Port
+		}
+	}
+	_, serverPort, _ := splitHostPort(s.opts.Server)
+	return &Registration{
+		ServiceAddress: net.JoinHostPort(host, strconv.Itoa(port)),
+		ServicePort:    port,
+		ServerAddress:  s.opts.Server,
+		ServerPort:     serverPort,
+	}
+}
+
+// registration returns what the service sends to register pattern p.
+func (s *Service) registration(p string) Registration {
+	var r Registration
+	if self := s.self.Load(); self != nil {
+		r = *self
+	} else {
+		r = *s.advertise(nil)
+	}
+	r.Pattern = p
+	return r
+}
+
+// startRegistration registers p in the background until the server
+// accepts it or the service shuts down. The caller holds s.mu.
+func (s *Service) startRegistration(p string) {
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		s.registerLoop(p)
+	}()
+}
+
+func (s *Service) registerLoop(p string) {
+	wait := firstRetry
+	for attempt := 1; ; attempt++ {
+		err := s.registerOnce(p)
+		switch {
+		case err == nil:
+			s.log.Info("nano: pattern registered", "pattern", p, "server", s.opts.Server, "attempts", attempt)
+			return
+		case errors.Is(err, ErrClosed):
+			return
+		case permanent(err):
+			s.log.Error("nano: server refused registration", "pattern", p, "server", s.opts.Server, "error", err)
+			return
+		case attempt == 1:
+			s.log.Warn("nano: cannot register yet, retrying", "pattern", p, "server", s.opts.Server, "error", err)
+		default:
+			s.log.Debug("nano: registration retry failed", "pattern", p, "attempt", attempt, "error", err)
+		}
+		select {
+		case <-s.done:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, s.opts.RetryInterval)
+	}
+}
+
+// registerOnce sends one registration of p to the server.
+func (s *Service) registerOnce(p string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CallTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	body, err := json.Marshal(s.registration(p))
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.opts.Server+"/register", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if s.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
+	}
+	resp, err := s.opts.Transport.RoundTrip(req)
+	if err != nil {
+		select {
+		case <-s.done:
+			return ErrClosed
+		default:
+			return transportError(ctx, err)
+		}
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return errorFromResponse(resp.StatusCode, data)
+	}
+	return nil
+}
+
+// permanent reports whether a registration error will not go away by
+// retrying: the server rejected the registration itself.
+func permanent(err error) bool {
+	e, ok := errors.AsType[*Error](err)
+	return ok && e.Status >= 400 && e.Status < 500 &&
+		e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
+}
+
+// serveHTTP is the service endpoint: it runs the handler of the longest
+// pattern matching the message and answers with its bytes, or with the
+// ServiceRequest envelope when the message asks for it.
+func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		writeError(w, ErrMethodNotAllowed)
+		return
+	}
+	body, err := readBody(w, r, s.opts.MaxBodyBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var msg struct {
+		Pattern        *string
+		ServiceRequest bool
+	}
+	if err := json.Unmarshal(body, &msg); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", ErrInvalidMessage, err))
+		return
+	}
+	if msg.Pattern == nil {
+		writeError(w, fmt.Errorf("%w: no Pattern field", ErrInvalidMessage))
+		return
+	}
+	p, err := parsePattern(*msg.Pattern)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	_, h, ok := s.routes.lookup(p)
+	if !ok {
+		writeError(w, fmt.Errorf("%w %q", ErrNoService, p))
+		return
+	}
+	out, err := s.call(h, body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if msg.ServiceRequest {
+		out, err = json.Marshal(envelope{Service: s.registration(h.pattern), Payload: out})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(out)
+}
+
+// call runs a handler; a panic becomes an ErrHandler error and a log line,
+// not a crash or a dropped connection.
+func (s *Service) call(h *handler, body []byte) (out []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("nano: handler panicked", "pattern", h.pattern, "panic", v)
+			out, err = nil, fmt.Errorf("%w: %q", ErrHandler, h.pattern)
+		}
+	}()
+	return h.fn(body)
+}
