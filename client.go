@@ -296,33 +296,3 @@ func withServiceRequest(msg []byte) ([]byte, error) {
 	out = append(out, `"ServiceRequest":true}`...)
 	return out, nil
 }
-
-// newTransport returns the tuned transport servers and clients share among
-// their calls: keep-alive pools large enough that a busy proxy reuses its
-// connections, bounded dials, no proxy from the environment, and bodies
-// passed through as they are.
-func newTransport() *http.Transport {
-	return &http.Transport{
-		DialContext: (&net.Dialer{
-			Timeout:   5 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		MaxIdleConns:        1024,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
-}
-
-// durationOr returns def for zero, zero (no limit) for a negative d, and d
-// otherwise.
-func durationOr(d, def time.Duration) time.Duration {
-	switch {
-	case d == 0:
-		return def
-	case d < 0:
-		return 0
-	default:
-		return d
-	}
-}

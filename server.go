@@ -83,9 +83,9 @@ type Server struct {
 	transport http.RoundTripper // carries every proxied call
 	handler   http.Handler      //
 
-	mu      sync.Mutex            // guards servers and closed
-	servers map[*http.Server]bool // started by Serve, stopped by Shutdown
-	closed  bool                  // set by Shutdown
+	endpoints endpoints // the http.Servers started by Serve
+	closeOnce sync.Once // runs Shutdown
+	closeErr  error     // set by the first Shutdown
 }
 
 // route is where a registered pattern leads.
@@ -144,7 +144,6 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		opts:      opts,
 		log:       opts.Logger,
 		transport: opts.Transport,
-		servers:   make(map[*http.Server]bool),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*opts.RegistryTimeout)
 	defer cancel()
@@ -222,20 +221,10 @@ func (s *Server) ListenAndServe() error {
 // Serve accepts connections on l and serves them until Shutdown, when it
 // returns ErrClosed. It closes l when it returns.
 func (s *Server) Serve(l net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
-		ReadTimeout:       s.opts.ReadTimeout,
-		WriteTimeout:      s.opts.WriteTimeout,
-		IdleTimeout:       s.opts.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	if !s.track(hs) {
-		l.Close()
-		return ErrClosed
-	}
+	o := s.opts
+	hs := newHTTPServer(s.handler, s.log, o.ReadHeaderTimeout, o.ReadTimeout, o.WriteTimeout, o.IdleTimeout)
 	s.log.Info("nano: server listening", "addr", l.Addr().String(), "registry", s.registryName())
-	return serveUntilClosed(hs, l)
+	return s.endpoints.serve(hs, l)
 }
 
 // Handler returns the server's HTTP handler, for use with an http.Server
@@ -247,33 +236,14 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // registry connection. It is idempotent; later calls to Serve return
 // ErrClosed.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	servers := s.servers
-	s.servers = nil
-	s.mu.Unlock()
-
-	err := shutdownAll(ctx, servers)
-	if ci, ok := s.transport.(interface{ CloseIdleConnections() }); ok {
-		ci.CloseIdleConnections()
-	}
-	return errors.Join(err, s.reg.close())
-}
-
-// track records a started http.Server; it reports false once the Server
-// is shut down.
-func (s *Server) track(hs *http.Server) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.servers[hs] = true
-	return true
+	s.closeOnce.Do(func() {
+		err := s.endpoints.shutdown(ctx)
+		if ci, ok := s.transport.(interface{ CloseIdleConnections() }); ok {
+			ci.CloseIdleConnections()
+		}
+		s.closeErr = errors.Join(err, s.reg.close())
+	})
+	return s.closeErr
 }
 
 func (s *Server) registryName() string {
@@ -431,46 +401,6 @@ func upstreamError(err error, pattern string) error {
 	return fmt.Errorf("%w: %q", ErrServiceUnavailable, pattern)
 }
 
-// hopHeaders are the hop-by-hop headers a proxy must not forward
-// (RFC 9110, section 7.6.1).
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-// copyHeader copies the end-to-end headers of src to dst.
-func copyHeader(dst, src http.Header) {
-	for k, vv := range src {
-		dst[k] = append(dst[k], vv...)
-	}
-	for _, f := range src.Values("Connection") {
-		for _, k := range strings.Split(f, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				dst.Del(k)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		dst.Del(k)
-	}
-	dst.Del("Content-Length")
-}
-
-// readBody reads a request body of at most limit bytes.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, fmt.Errorf("%w: over %d bytes", ErrMessageTooLarge, limit)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, fmt.Errorf("%w: over %d bytes", ErrMessageTooLarge, limit)
-		}
-		return nil, fmt.Errorf("%w: reading body: %v", ErrInvalidMessage, err)
-	}
-	return body, nil
-}
-
 // messagePattern returns the canonical Pattern of a JSON message.
 func messagePattern(body []byte) (string, error) {
 	var m struct {
@@ -483,46 +413,4 @@ func messagePattern(body []byte) (string, error) {
 		return "", fmt.Errorf("%w: no Pattern field", ErrInvalidMessage)
 	}
 	return parsePattern(*m.Pattern)
-}
-
-// writeJSON answers with v as JSON.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
-}
-
-// serveUntilClosed runs hs on l and maps the end of a graceful shutdown
-// to ErrClosed.
-func serveUntilClosed(hs *http.Server, l net.Listener) error {
-	err := hs.Serve(l)
-	if errors.Is(err, http.ErrServerClosed) {
-		return ErrClosed
-	}
-	return err
-}
-
-// shutdownAll shuts the http.Servers down in parallel.
-func shutdownAll(ctx context.Context, servers map[*http.Server]bool) error {
-	errs := make(chan error, len(servers))
-	for hs := range servers {
-		go func() { errs <- hs.Shutdown(ctx) }()
-	}
-	var all []error
-	for range servers {
-		all = append(all, <-errs)
-	}
-	return errors.Join(all...)
-}
-
-// fatal logs err and exits; only the original's compatible entry points,
-// whose signatures leave no room for an error, use it.
-func fatal(log *slog.Logger, msg string, err error) {
-	log.Error(msg, "error", err)
-	os.Exit(1)
 }

@@ -75,11 +75,12 @@ type Service struct {
 	done   chan struct{}                // closed by Shutdown: ends registration loops and Add
 	loops  sync.WaitGroup               // registration loops
 
-	mu      sync.Mutex            // guards servers, serving, adding, closed
-	servers map[*http.Server]bool // started by Serve, stopped by Shutdown
-	serving bool                  // Serve was called: patterns get registered
-	adding  bool                  // an Add call is serving
-	closed  bool                  // set by Shutdown
+	endpoints endpoints // the http.Servers started by Serve
+
+	mu      sync.Mutex // guards serving, adding, closed
+	serving bool       // Serve was called: patterns get registered
+	adding  bool       // an Add call is serving
+	closed  bool       // set by Shutdown
 }
 
 type handler struct {
@@ -141,11 +142,10 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		opts:    opts,
-		log:     opts.Logger,
-		client:  client,
-		done:    make(chan struct{}),
-		servers: make(map[*http.Server]bool),
+		opts:   opts,
+		log:    opts.Logger,
+		client: client,
+		done:   make(chan struct{}),
 	}, nil
 }
 
@@ -262,29 +262,22 @@ func (s *Service) ListenAndServe() error {
 // when it returns. When the port of opts.Addr is 0, the service advertises
 // the port of l.
 func (s *Service) Serve(l net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
-		ReadTimeout:       s.opts.ReadTimeout,
-		WriteTimeout:      s.opts.WriteTimeout,
-		IdleTimeout:       s.opts.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		l.Close()
 		return ErrClosed
 	}
-	s.servers[hs] = true
 	if !s.serving {
 		s.serving = true
 		s.self.Store(s.advertise(l.Addr()))
 		s.routes.each(func(p string, _ *handler) { s.startRegistration(p) })
 	}
 	s.mu.Unlock()
+	o := s.opts
+	hs := newHTTPServer(s.Handler(), s.log, o.ReadHeaderTimeout, o.ReadTimeout, o.WriteTimeout, o.IdleTimeout)
 	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().ServiceAddress, "server", s.opts.Server)
-	return serveUntilClosed(hs, l)
+	return s.endpoints.serve(hs, l)
 }
 
 // Handler returns the service endpoint, for use with an http.Server of
@@ -303,12 +296,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	servers := s.servers
-	s.servers = nil
 	s.mu.Unlock()
 
 	close(s.done)
-	err := shutdownAll(ctx, servers)
+	err := s.endpoints.shutdown(ctx)
 	s.loops.Wait()
 	s.client.Close()
 	return err

@@ -1,0 +1,189 @@
+package nano
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestMirrorLookup(t *testing.T) {
+	var m mirror[string]
+	for _, p := range []string{"role:math", "role:math,cmd:sum", "role:math,cmd:sum,return:zero", "a:1,b:2,c:3"} {
+		m.insert(p, "svc "+p)
+	}
+	tests := []struct {
+		req, want string // want "" means no match
+	}{
+		{"role:math,cmd:sum", "role:math,cmd:sum"},
+		{"role:math,cmd:sum,return:zero", "role:math,cmd:sum,return:zero"},
+		{"role:math,cmd:sum,return:zero,x:1", "role:math,cmd:sum,return:zero"},
+		{"role:math,cmd:sum,return:zeros", "role:math,cmd:sum"},
+		{"role:math,cmd:summary", "role:math"},
+		{"role:math,cmd:product", "role:math"},
+		{"role:mathematics", ""},
+		{"role:mat", ""},
+		{"a:1,b:2", ""},
+		{"a:1,b:2,c:3,d:4", "a:1,b:2,c:3"},
+		{"a:1,b:2,c:30", ""},
+		{"other", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.req, func(t *testing.T) {
+			got, v, ok := m.lookup(tt.req)
+			if tt.want == "" {
+				if ok {
+					t.Fatalf("lookup(%q) matched %q; want no match", tt.req, got)
+				}
+				return
+			}
+			if !ok || got != tt.want || v != "svc "+tt.want {
+				t.Fatalf("lookup(%q) = %q, %q, %v; want %q", tt.req, got, v, ok, tt.want)
+			}
+		})
+	}
+}
+
+// TestMirrorOverMatchingPrefixOnly checks the case the original got wrong:
+// with only "role:math,cmd:sum" registered, "role:math,cmd:summary" matches
+// nothing, however often it is asked.
+func TestMirrorOverMatchingPrefixOnly(t *testing.T) {
+	var m mirror[int]
+	m.insert("role:math,cmd:sum", 1)
+	for range 3 {
+		if p, _, ok := m.lookup("role:math,cmd:summary"); ok {
+			t.Fatalf("lookup matched %q", p)
+		}
+	}
+}
+
+func TestMirrorZeroValue(t *testing.T) {
+	var m mirror[int]
+	if _, _, ok := m.lookup("a"); ok {
+		t.Fatal("empty mirror matched")
+	}
+	if m.len() != 0 || m.deleteIf("a", func(int) bool { return false }) {
+		t.Fatal("empty mirror is not empty")
+	}
+}
+
+func TestMirrorDeleteIf(t *testing.T) {
+	var m mirror[int]
+	m.insert("a", 1)
+	if m.deleteIf("a", func(v int) bool { return v == 1 }) {
+		t.Fatal("deleted an entry keep wanted kept")
+	}
+	if !m.deleteIf("a", func(v int) bool { return v != 1 }) {
+		t.Fatal("did not delete")
+	}
+	if _, ok := m.get("a"); ok {
+		t.Fatal("entry still there")
+	}
+}
+
+func TestMirrorConcurrentReadersAndWriters(t *testing.T) {
+	var m mirror[int]
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				p := fmt.Sprintf("w:%d,i:%d", w, i)
+				m.insert(p, i)
+				if i%3 == 0 {
+					m.deleteIf(p, func(int) bool { return false })
+				}
+			}
+		})
+		wg.Go(func() {
+			for i := range 2000 {
+				if p, v, ok := m.lookup(fmt.Sprintf("w:%d,i:%d,x:1", w, i%500)); ok && p != fmt.Sprintf("w:%d,i:%d", w, v) {
+					t.Errorf("lookup returned %q for value %d", p, v)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got, want := m.len(), 4*(500-167); got != want {
+		t.Fatalf("len = %d; want %d", got, want)
+	}
+}
+
+func TestMirrorLookupHitDoesNotAllocate(t *testing.T) {
+	m := filledMirror(1000)
+	req := "role:svc42,cmd:run,id:7"
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, _, ok := m.lookup(req); !ok {
+			t.Fatal("miss")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a hit allocates %v times", allocs)
+	}
+}
+
+func TestFlightMergesConcurrentCalls(t *testing.T) {
+	var (
+		f       flight[int]
+		calls   int
+		mu      sync.Mutex
+		release = make(chan struct{})
+		started = make(chan struct{})
+		wg      sync.WaitGroup
+	)
+	fn := func() (int, error) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		close(started)
+		<-release
+		return 42, nil
+	}
+	wg.Go(func() { f.do("k", fn) })
+	<-started
+	results := make(chan int, 5)
+	for range 5 {
+		wg.Go(func() {
+			v, _ := f.do("k", func() (int, error) { t.Error("second call ran"); return 0, nil })
+			results <- v
+		})
+	}
+	// Give the followers time to join the call in flight. One that joins
+	// late runs its own fn and fails the test: merging is what is tested.
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(results)
+	for v := range results {
+		if v != 42 {
+			t.Fatalf("follower got %d", v)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("fn ran %d times", calls)
+	}
+}
+
+func BenchmarkMirrorLookup(b *testing.B) {
+	for _, n := range []int{10, 10_000, 100_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			m := filledMirror(n)
+			req := fmt.Sprintf("role:svc%d,cmd:run,id:7", n/2)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, ok := m.lookup(req); !ok {
+					b.Fatal("miss")
+				}
+			}
+		})
+	}
+}
+
+func filledMirror(n int) *mirror[*route] {
+	m := &mirror[*route]{}
+	for i := range n {
+		p := fmt.Sprintf("role:svc%d,cmd:run", i)
+		m.insert(p, newRoute(Registration{Pattern: p, ServiceAddress: "127.0.0.1:8080"}))
+	}
+	return m
+}

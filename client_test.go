@@ -1,0 +1,236 @@
+package nano_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+// countingServer serves a nano server behind a counter of the messages it
+// proxies (registrations are not counted).
+func countingServer(t *testing.T) (addr string, proxied *atomic.Int64) {
+	t.Helper()
+	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxied = new(atomic.Int64)
+	h := srv.Handler()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/register" {
+			proxied.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		ts.Close()
+		srv.Shutdown(context.Background())
+	})
+	return ts.Listener.Addr().String(), proxied
+}
+
+func newClient(t *testing.T, opts nano.ClientOptions) *nano.Client {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger()
+	}
+	c, err := nano.NewClient(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestActCallsCachedPeerDirectly(t *testing.T) {
+	serverAddr, proxied := countingServer(t)
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	before := proxied.Load()
+
+	c := newClient(t, nano.ClientOptions{Server: serverAddr})
+	// With and without the ServiceRequest flag: Act asks for the envelope
+	// either way and returns the handler's bytes.
+	msgs := []string{
+		`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`,
+		`{"Pattern":"role:math,cmd:sum","ServiceRequest":true,"Left":1,"Right":2}`,
+		`{"Pattern":"role:math,cmd:sum","ServiceRequest":false,"Left":1,"Right":2}`,
+		` {"Left":1,"Right":2,"Pattern":"role:math,cmd:sum"} `,
+	}
+	for _, msg := range msgs {
+		got, err := c.Act([]byte(msg), "role:math,cmd:sum")
+		if err != nil || string(got) != `{"Result":3}` {
+			t.Fatalf("Act(%s) = %s, %v", msg, got, err)
+		}
+	}
+	if n := proxied.Load() - before; n != 1 {
+		t.Fatalf("the server proxied %d of %d calls; want only the first", n, len(msgs))
+	}
+}
+
+func TestActFallsBackWhenPeerDies(t *testing.T) {
+	serverAddr, proxied := countingServer(t)
+	first, _ := startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	c := newClient(t, nano.ClientOptions{Server: serverAddr})
+	act := func() string {
+		t.Helper()
+		got, err := c.Act([]byte(`{"Pattern":"role:math,cmd:sum","Left":20,"Right":22}`), "role:math,cmd:sum")
+		if err != nil {
+			t.Fatalf("Act: %v", err)
+		}
+		return string(got)
+	}
+	act() // learns the first instance
+
+	// The first instance dies and a replacement registers elsewhere.
+	if err := first.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": func(b []byte) ([]byte, error) {
+		out, err := sum(b)
+		return append([]byte("  "), out...), err // tell the instances apart
+	}})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	eventually(t, "the replacement answers through the server", func() bool {
+		_, body := post(t, "http://"+serverAddr+"/", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`)
+		return strings.HasPrefix(body, "  ")
+	})
+
+	before := proxied.Load()
+	if got := act(); got != `  {"Result":42}` {
+		t.Fatalf("after the peer died: %q; want the replacement's answer", got)
+	}
+	if got := act(); got != `  {"Result":42}` {
+		t.Fatalf("second call: %q", got)
+	}
+	if n := proxied.Load() - before; n != 1 {
+		t.Fatalf("the server proxied %d calls; want 1 (the fallback), then the new peer directly", n)
+	}
+}
+
+func TestActErrors(t *testing.T) {
+	serverAddr, proxied := countingServer(t)
+	var failures atomic.Int64
+	release := make(chan struct{})
+	startService(t, serverAddr, map[string]nano.HandlerFunc{
+		"role:math,cmd:sum": sum,
+		"role:fail": func([]byte) ([]byte, error) {
+			failures.Add(1)
+			return nil, &nano.Error{Status: http.StatusUnprocessableEntity, Message: "cannot do that"}
+		},
+		"role:slow": func([]byte) ([]byte, error) { <-release; return []byte(`{}`), nil },
+	})
+	t.Cleanup(func() { close(release) })
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	c := newClient(t, nano.ClientOptions{Server: serverAddr, Timeout: 300 * time.Millisecond})
+
+	_, err := c.Act([]byte(`{"Pattern":"role:none"}`), "role:none")
+	var e *nano.Error
+	if !errors.Is(err, nano.ErrNoService) || !errors.As(err, &e) || e.Status != 404 {
+		t.Errorf("unknown pattern: %v; want ErrNoService with status 404", err)
+	}
+	if _, err := c.Act([]byte(`{"Pattern":"a"}`), "a,,b"); !errors.Is(err, nano.ErrInvalidPattern) {
+		t.Errorf("invalid pattern: %v", err)
+	}
+	for _, msg := range []string{``, `[1]`, `{"Pattern":`, `"role:x"`, `{} {}`} {
+		if _, err := c.Act([]byte(msg), "role:math,cmd:sum"); !errors.Is(err, nano.ErrInvalidMessage) {
+			t.Errorf("message %q: %v; want ErrInvalidMessage", msg, err)
+		}
+	}
+
+	// A handler error reaches the caller with its status, once through the
+	// server and once from the cached peer, and is never retried.
+	for i := range 2 {
+		_, err := c.Act([]byte(`{"Pattern":"role:fail"}`), "role:fail")
+		if !errors.As(err, &e) || e.Status != 422 || e.Message != "cannot do that" {
+			t.Fatalf("call %d: %v; want the handler's 422", i, err)
+		}
+	}
+	if n := failures.Load(); n != 2 {
+		t.Fatalf("the handler ran %d times for 2 calls", n)
+	}
+
+	before := proxied.Load()
+	start := time.Now()
+	_, err = c.Act([]byte(`{"Pattern":"role:slow"}`), "role:slow")
+	if !errors.Is(err, nano.ErrTimeout) {
+		t.Fatalf("slow handler: %v; want ErrTimeout", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatal("the timeout did not stop the call")
+	}
+	if n := proxied.Load() - before; n != 1 {
+		t.Fatalf("a timed-out call was sent %d times", n)
+	}
+}
+
+func TestNewClientValidates(t *testing.T) {
+	for _, server := range []string{"", "localhost", "http://localhost:9999", "localhost:0", ":9999"} {
+		if _, err := nano.NewClient(nano.ClientOptions{Server: server}); err == nil {
+			t.Errorf("NewClient(%q) succeeded", server)
+		}
+	}
+}
+
+func TestClientClose(t *testing.T) {
+	c := newClient(t, nano.ClientOptions{Server: "127.0.0.1:9999"})
+	c.Close()
+	if _, err := c.Act([]byte(`{"Pattern":"a"}`), "a"); !errors.Is(err, nano.ErrClosed) {
+		t.Fatalf("Act after Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestActFromHandler is the original's Quick Start: a handler calls another
+// service with Act while it handles a message.
+func TestActFromHandler(t *testing.T) {
+	_, serverAddr := startServer(t, nano.ServerOptions{})
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:positive": positive})
+	var caller *nano.Service
+	caller, _ = startService(t, serverAddr, map[string]nano.HandlerFunc{
+		"role:math,cmd:check": func([]byte) ([]byte, error) {
+			return caller.Act([]byte(`{"Pattern":"role:math,cmd:positive","ServiceRequest":true,"Value":-1}`), "role:math,cmd:positive")
+		},
+	})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:positive","Value":1}`, `{"Result":true}`)
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:check"}`, `{"Result":false}`)
+}
+
+func TestActConcurrent(t *testing.T) {
+	serverAddr, _ := countingServer(t)
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:positive": positive})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:positive","Value":1}`, `{"Result":true}`)
+	c := newClient(t, nano.ClientOptions{Server: serverAddr})
+
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				msg, pattern, want := fmt.Sprintf(`{"Pattern":"role:math,cmd:sum","Left":%d,"Right":%d}`, w, i), "role:math,cmd:sum", fmt.Sprintf(`{"Result":%d}`, w+i)
+				if i%2 == 1 {
+					msg, pattern, want = fmt.Sprintf(`{"Pattern":"role:math,cmd:positive","Value":%d}`, i-w), "role:math,cmd:positive", fmt.Sprintf(`{"Result":%t}`, i-w > 0)
+				}
+				got, err := c.Act([]byte(msg), pattern)
+				if err != nil || string(got) != want {
+					t.Errorf("Act(%s) = %s, %v; want %s", msg, got, err, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -1,0 +1,297 @@
+package nano_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/go-redis/redis/v8"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+// testRedis is the Redis every test of the package may use, each test
+// under its own key prefix. TestMain starts it; tests that stop Redis
+// start their own with newRedis.
+var testRedis *redisProc
+
+func TestMain(m *testing.M) {
+	r, err := startRedis()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nano tests:", err)
+		os.Exit(1)
+	}
+	testRedis = r
+	code := m.Run()
+	r.stop()
+	os.Exit(code)
+}
+
+// redisProc is a redis-server the tests started, or a miniredis where no
+// redis-server binary exists.
+type redisProc struct {
+	Addr string
+	cmd  *exec.Cmd
+	dir  string
+	mini *miniredis.Miniredis
+}
+
+// startRedis starts a redis-server on a free loopback port in a temporary
+// folder. Without a redis-server binary it falls back to miniredis, unless
+// NANO_TEST_REQUIRE_REDIS is set (as CI sets it).
+func startRedis() (*redisProc, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("NANO_TEST_REQUIRE_REDIS") != "" {
+			return nil, errors.New("redis-server not found and NANO_TEST_REQUIRE_REDIS is set")
+		}
+		mr, err := miniredis.Run()
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintln(os.Stderr, "nano tests: redis-server not found; using the embedded miniredis instead")
+		return &redisProc{Addr: mr.Addr(), mini: mr}, nil
+	}
+	dir, err := os.MkdirTemp("", "nano-redis-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port),
+		"--save", "", "--appendonly", "no", "--dir", dir,
+		"--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	r := &redisProc{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, dir: dir}
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rdb.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if rdb.Ping(context.Background()).Err() == nil {
+			return r, nil
+		}
+		if time.Now().After(deadline) {
+			r.stop()
+			return nil, fmt.Errorf("redis-server on %s did not start", r.Addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop kills the Redis and removes its folder.
+func (r *redisProc) stop() {
+	if r.mini != nil {
+		r.mini.Close()
+		return
+	}
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+	os.RemoveAll(r.dir)
+}
+
+// newRedis starts a Redis of the test's own, stopped at its end.
+func newRedis(t *testing.T) *redisProc {
+	t.Helper()
+	r, err := startRedis()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.mini != nil {
+		t.Log("redis-server not found: using miniredis")
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+// redisOptions selects a Redis with the test's own key prefix.
+func redisOptions(t *testing.T, r *redisProc) nano.ServerOptions {
+	return nano.ServerOptions{
+		Redis:     &redis.UniversalOptions{Addrs: []string{r.Addr}},
+		KeyPrefix: "nanotest:" + t.Name() + ":",
+	}
+}
+
+// registries runs a test once with the embedded registry and once with
+// Redis.
+var registries = []struct {
+	name string
+	opts func(t *testing.T) nano.ServerOptions
+}{
+	{"embedded", func(*testing.T) nano.ServerOptions { return nano.ServerOptions{} }},
+	{"redis", func(t *testing.T) nano.ServerOptions { return redisOptions(t, testRedis) }},
+}
+
+// testLogger discards logs unless NANO_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("NANO_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startServer serves a nano server on a loopback port until the test ends
+// and returns its address.
+func startServer(t *testing.T, opts nano.ServerOptions) (*nano.Server, string) {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger()
+	}
+	srv, err := nano.NewServerWithOptions(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listen(t)
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv, l.Addr().String()
+}
+
+// startService serves handlers on a loopback port until the test ends,
+// registered at the server at serverAddr, and returns the service's
+// address. It does not wait for the registrations.
+func startService(t *testing.T, serverAddr string, handlers map[string]nano.HandlerFunc, configure ...func(*nano.ServiceOptions)) (*nano.Service, string) {
+	t.Helper()
+	opts := nano.ServiceOptions{Addr: "127.0.0.1:0", Server: serverAddr, Logger: testLogger()}
+	for _, c := range configure {
+		c(&opts)
+	}
+	svc, err := nano.NewServiceWithOptions(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, h := range handlers {
+		if err := svc.Handle(p, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := listen(t)
+	go svc.Serve(l)
+	t.Cleanup(func() { svc.Shutdown(context.Background()) })
+	return svc, l.Addr().String()
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// post sends body to url and returns the status and body of the answer.
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	return do(t, http.MethodPost, url, body, nil)
+}
+
+func do(t *testing.T, method, url, body string, header http.Header) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}
+
+// waitAnswer waits until a message through the server at serverAddr is
+// answered with want.
+func waitAnswer(t *testing.T, serverAddr, msg, want string) {
+	t.Helper()
+	var status int
+	var got string
+	eventually(t, fmt.Sprintf("%s answers %s (last: %d %s)", msg, want, status, got), func() bool {
+		status, got = post(t, "http://"+serverAddr+"/", msg)
+		return status == http.StatusOK && strings.TrimSpace(got) == want
+	})
+}
+
+// Handlers of the math services used across the tests.
+
+type sumMsg struct {
+	Pattern     string
+	Left, Right int
+}
+
+type valueMsg struct {
+	Pattern string
+	Value   int
+}
+
+func sum(body []byte) ([]byte, error) {
+	var m sumMsg
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, &nano.Error{Status: http.StatusBadRequest, Message: "sum needs Left and Right"}
+	}
+	return json.Marshal(map[string]int{"Result": m.Left + m.Right})
+}
+
+func sumZero([]byte) ([]byte, error) { return []byte(`{"Result":0}`), nil }
+
+func positive(body []byte) ([]byte, error) {
+	var m valueMsg
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]bool{"Result": m.Value > 0})
+}
+
+// errorBody decodes a JSON error answer, failing the test when it is not one.
+func errorBody(t *testing.T, body string) string {
+	t.Helper()
+	var e struct {
+		Error *string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == nil || *e.Error == "" {
+		t.Fatalf("answer %q is not a JSON error body", body)
+	}
+	return *e.Error
+}

@@ -1,0 +1,140 @@
+package nano
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestParsePattern(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"role:math,cmd:sum", "role:math,cmd:sum", true},
+		{"a:1,b:2,c:3", "a:1,b:2,c:3", true},
+		{"single", "single", true},
+		{" role:math , cmd:sum ", "role:math,cmd:sum", true},
+		{"\trole:math,\ncmd:sum", "role:math,cmd:sum", true},
+		{"role: math", "role: math", true},
+		{"rôle:maths", "rôle:maths", true},
+		{"", "", false},
+		{"   ", "", false},
+		{",", "", false},
+		{"role:math,", "", false},
+		{",role:math", "", false},
+		{"role:math,,cmd:sum", "", false},
+		{"role:math, ,cmd:sum", "", false},
+		{"role:\x00math", "", false},
+		{"role:\x7fmath", "", false},
+		{"role:\xffmath", "", false},
+		{strings.Repeat("a", MaxPatternBytes), strings.Repeat("a", MaxPatternBytes), true},
+		{strings.Repeat("a", MaxPatternBytes+1), "", false},
+		{strings.Repeat("f,", MaxPatternFields-1) + "f", strings.Repeat("f,", MaxPatternFields-1) + "f", true},
+		{strings.Repeat("f,", MaxPatternFields) + "f", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parsePattern(tt.in)
+			if !tt.ok {
+				if !errors.Is(err, ErrInvalidPattern) {
+					t.Fatalf("parsePattern(%q) = %q, %v; want ErrInvalidPattern", tt.in, got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("parsePattern(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParsePatternErrorsSayWhy(t *testing.T) {
+	for in, want := range map[string]string{
+		"a,,b":                                 "empty field (field 2)",
+		strings.Repeat("x", MaxPatternBytes+1): "the limit is 1024",
+		strings.Repeat("x,", MaxPatternFields) + "x": "more than 64 fields",
+		"": "empty pattern",
+	} {
+		_, err := parsePattern(in)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("parsePattern(%.20q...) error = %v; want it to mention %q", in, err, want)
+		}
+	}
+}
+
+func TestParsePatternCanonicalDoesNotAllocate(t *testing.T) {
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := parsePattern("role:math,cmd:sum,return:zero"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("parsePattern of a canonical pattern allocates %v times", allocs)
+	}
+}
+
+func TestMatches(t *testing.T) {
+	tests := []struct {
+		reg, req string
+		want     bool
+	}{
+		{"role:math,cmd:sum", "role:math,cmd:sum", true},
+		{"role:math,cmd:sum", "role:math,cmd:sum,return:zero", true},
+		{"role:math", "role:math,cmd:sum", true},
+		{"role:math,cmd:sum", "role:math,cmd:summary", false},
+		{"role:math,cmd:sum", "role:math", false},
+		{"role:math,cmd:sum", "cmd:sum,role:math", false},
+		{"role:m", "role:math", false},
+	}
+	for _, tt := range tests {
+		if got := matches(tt.reg, tt.req); got != tt.want {
+			t.Errorf("matches(%q, %q) = %v; want %v", tt.reg, tt.req, got, tt.want)
+		}
+	}
+}
+
+func TestPrefixes(t *testing.T) {
+	got := prefixes("a:1,b:2,c:3")
+	want := []string{"a:1,b:2,c:3", "a:1,b:2", "a:1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("prefixes = %q; want %q", got, want)
+	}
+}
+
+// FuzzParsePattern checks that parsing never panics, that what it accepts
+// is canonical, bounded and stable, and that every whole-field prefix of an
+// accepted pattern matches it.
+func FuzzParsePattern(f *testing.F) {
+	for _, s := range []string{"role:math,cmd:sum", " a , b ", "a,,b", "", "\xff", "x\x00y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		p, err := parsePattern(in)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidPattern) {
+				t.Fatalf("error %v does not wrap ErrInvalidPattern", err)
+			}
+			return
+		}
+		if len(p) > MaxPatternBytes || strings.Count(p, ",") >= MaxPatternFields || !utf8.ValidString(p) {
+			t.Fatalf("accepted %q out of bounds", p)
+		}
+		again, err := parsePattern(p)
+		if err != nil || again != p {
+			t.Fatalf("canonical form %q reparses as %q, %v", p, again, err)
+		}
+		for _, field := range strings.Split(p, ",") {
+			if field == "" || strings.TrimSpace(field) != field {
+				t.Fatalf("%q has a field that is empty or untrimmed: %q", p, field)
+			}
+		}
+		for _, pre := range prefixes(p) {
+			if !matches(pre, p) {
+				t.Fatalf("prefix %q does not match %q", pre, p)
+			}
+		}
+	})
+}

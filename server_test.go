@@ -1,0 +1,336 @@
+package nano_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis/v8"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+func TestServerRoutesByLongestWholeFieldPrefix(t *testing.T) {
+	for _, reg := range registries {
+		t.Run(reg.name, func(t *testing.T) {
+			_, addr := startServer(t, reg.opts(t))
+			startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+			startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum,return:zero": sumZero})
+			startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:positive": positive})
+			waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`, `{"Result":3}`)
+			waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum,return:zero","Left":1,"Right":2}`, `{"Result":0}`)
+			waitAnswer(t, addr, `{"Pattern":"role:math,cmd:positive","Value":1}`, `{"Result":true}`)
+
+			tests := []struct {
+				msg, want string
+			}{
+				{`{"Pattern":"role:math,cmd:sum","Left":2,"Right":5}`, `{"Result":7}`},
+				{`{"Pattern":"role:math,cmd:sum,extra:1","Left":2,"Right":5}`, `{"Result":7}`},
+				{`{"Pattern":"role:math,cmd:sum,return:zeros","Left":2,"Right":5}`, `{"Result":7}`},
+				{`{"Pattern":"role:math,cmd:sum,return:zero","Left":2,"Right":5}`, `{"Result":0}`},
+				{`{"Pattern":"role:math,cmd:sum,return:zero,x:y","Left":2,"Right":5}`, `{"Result":0}`},
+				{`{"Pattern":" role:math , cmd:sum ","Left":2,"Right":5}`, `{"Result":7}`},
+				{`{"Pattern":"role:math,cmd:positive","Value":-4}`, `{"Result":false}`},
+			}
+			for _, tt := range tests {
+				status, body := post(t, "http://"+addr+"/", tt.msg)
+				if status != http.StatusOK || body != tt.want {
+					t.Errorf("%s: got %d %s; want 200 %s", tt.msg, status, body, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// TestServerNeverMatchesInsideAField is the case the original got wrong:
+// its cache matched by characters, so "role:math,cmd:summary" reached the
+// sum service once the cache held "role:math,cmd:sum".
+func TestServerNeverMatchesInsideAField(t *testing.T) {
+	for _, reg := range registries {
+		t.Run(reg.name, func(t *testing.T) {
+			_, addr := startServer(t, reg.opts(t))
+			startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+			waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+			for i := range 3 {
+				status, body := post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:summary","Left":1,"Right":1}`)
+				if status != http.StatusNotFound {
+					t.Fatalf("request %d: got %d %s; want 404", i+1, status, body)
+				}
+				if msg := errorBody(t, body); !strings.Contains(msg, "role:math,cmd:summary") {
+					t.Errorf("404 message %q does not name the pattern", msg)
+				}
+			}
+		})
+	}
+}
+
+func TestServerErrorStatuses(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{MaxBodyBytes: 1 << 10, UpstreamTimeout: 300 * time.Millisecond})
+	release := make(chan struct{})
+	startService(t, addr, map[string]nano.HandlerFunc{
+		"role:math,cmd:sum": sum,
+		"role:fail":         func([]byte) ([]byte, error) { return nil, errors.New("disk full") },
+		"role:teapot": func([]byte) ([]byte, error) {
+			return nil, &nano.Error{Status: http.StatusTeapot, Message: "short and stout"}
+		},
+		"role:panic": func([]byte) ([]byte, error) { panic("boom") },
+		"role:slow":  func([]byte) ([]byte, error) { <-release; return []byte(`{}`), nil },
+	})
+	t.Cleanup(func() { close(release) })
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+
+	// A registration whose service is not listening.
+	deadPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := post(t, "http://"+addr+"/register",
+		fmt.Sprintf(`{"Pattern":"role:gone","ServiceAddress":"127.0.0.1:%d","ServicePort":%d}`, deadPort, deadPort))
+	if status != http.StatusOK {
+		t.Fatalf("register: %d %s", status, body)
+	}
+
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		message                  string // part of the error message
+	}{
+		{"GET", http.MethodGet, "/", "", 405, "method not allowed"},
+		{"PUT register", http.MethodPut, "/register", "{}", 405, "method not allowed"},
+		{"malformed JSON", "POST", "/", `{"Pattern":`, 400, "invalid message"},
+		{"not an object", "POST", "/", `["role:math"]`, 400, "invalid message"},
+		{"no Pattern", "POST", "/", `{"Left":1}`, 400, "no Pattern field"},
+		{"null", "POST", "/", `null`, 400, "no Pattern field"},
+		{"Pattern not a string", "POST", "/", `{"Pattern":42}`, 400, "invalid message"},
+		{"empty Pattern", "POST", "/", `{"Pattern":""}`, 400, "invalid pattern"},
+		{"empty field", "POST", "/", `{"Pattern":"role:math,,cmd:sum"}`, 400, "empty field"},
+		{"unknown pattern", "POST", "/", `{"Pattern":"role:unknown"}`, 404, "no service matches"},
+		{"too large", "POST", "/", `{"Pattern":"role:math,cmd:sum","Pad":"` + strings.Repeat("x", 2<<10) + `"}`, 413, "too large"},
+		{"handler error", "POST", "/", `{"Pattern":"role:fail"}`, 500, "disk full"},
+		{"handler status", "POST", "/", `{"Pattern":"role:teapot"}`, 418, "short and stout"},
+		{"handler panic", "POST", "/", `{"Pattern":"role:panic"}`, 500, "handler failed"},
+		{"service down", "POST", "/", `{"Pattern":"role:gone"}`, 502, "service unavailable"},
+		{"service slow", "POST", "/", `{"Pattern":"role:slow"}`, 504, "timed out"},
+		{"bad registration", "POST", "/register", `{"Pattern":"a","ServiceAddress":"http://x/","ServicePort":1}`, 400, "ServiceAddress"},
+		{"registration without pattern", "POST", "/register", `{"ServiceAddress":"127.0.0.1:1"}`, 400, "invalid pattern"},
+		{"registration port 0", "POST", "/register", `{"Pattern":"a","ServiceAddress":"127.0.0.1","ServicePort":0}`, 400, "port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := do(t, tt.method, "http://"+addr+tt.path, tt.body, nil)
+			if status != tt.status {
+				t.Fatalf("got %d %s; want %d", status, body, tt.status)
+			}
+			if msg := errorBody(t, body); !strings.Contains(msg, tt.message) {
+				t.Fatalf("error %q does not mention %q", msg, tt.message)
+			}
+			if tt.path == "/" && strings.Contains(body, "127.0.0.1") {
+				t.Fatalf("error %q leaks a service address", body)
+			}
+		})
+	}
+
+	// After all that the server and the service still serve.
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":2,"Right":2}`, `{"Result":4}`)
+}
+
+func TestServerRegisterAcceptsOriginalServices(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{})
+	_, svcAddr := startService(t, addr, map[string]nano.HandlerFunc{"role:other": sum})
+	// An original service sends its whole struct, Cache included, with
+	// ServiceAddress as host:port.
+	port := svcAddr[strings.LastIndexByte(svcAddr, ':')+1:]
+	status, body := post(t, "http://"+addr+"/register", fmt.Sprintf(
+		`{"Cache":{},"Pattern":"role:math,cmd:sum","ServiceAddress":"%s","ServicePort":%s,"ServerAddress":"%s","ServerPort":9999}`,
+		svcAddr, port, addr))
+	if status != http.StatusOK {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	// The service at svcAddr does not handle role:math,cmd:sum: it answers
+	// 404, which the server passes on as it is.
+	status, body = post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`)
+	if status != http.StatusNotFound || !strings.Contains(errorBody(t, body), "role:math,cmd:sum") {
+		t.Fatalf("got %d %s; want the service's 404", status, body)
+	}
+}
+
+func TestServerTokenGuardsRegistration(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{Token: "s3cret"})
+	reg := `{"Pattern":"role:x","ServiceAddress":"127.0.0.1:1"}`
+	for _, auth := range []string{"", "Bearer wrong", "Bearer s3cre", "s3cret", "Basic czNjcmV0"} {
+		h := http.Header{}
+		if auth != "" {
+			h.Set("Authorization", auth)
+		}
+		status, body := do(t, "POST", "http://"+addr+"/register", reg, h)
+		if status != http.StatusUnauthorized {
+			t.Fatalf("Authorization %q: got %d %s; want 401", auth, status, body)
+		}
+		errorBody(t, body)
+	}
+	if status, _ := post(t, "http://"+addr+"/", `{"Pattern":"role:x"}`); status != http.StatusNotFound {
+		t.Fatalf("a refused registration was stored: %d", status)
+	}
+
+	// A service with the token registers.
+	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum}, func(o *nano.ServiceOptions) { o.Token = "s3cret" })
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+}
+
+// TestServersShareRedis: a registration through one server reaches a
+// server started later (loaded at start) and one started before (looked up
+// on a mirror miss).
+func TestServersShareRedis(t *testing.T) {
+	opts := redisOptions(t, testRedis)
+	_, before := startServer(t, opts)
+	_, a := startServer(t, opts)
+	startService(t, a, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, a, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	_, after := startServer(t, opts)
+	for _, addr := range []string{before, after} {
+		status, body := post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum,x:1","Left":3,"Right":1}`)
+		if status != http.StatusOK || body != `{"Result":4}` {
+			t.Errorf("server %s: got %d %s", addr, status, body)
+		}
+	}
+
+	// Keys stay under the prefix.
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), opts.KeyPrefix+"*").Result()
+	if err != nil || len(keys) != 1 || keys[0] != opts.KeyPrefix+"pattern:role:math,cmd:sum" {
+		t.Fatalf("keys = %q, %v", keys, err)
+	}
+}
+
+func TestServerWithoutRedis(t *testing.T) {
+	r := newRedis(t)
+	_, addr := startServer(t, redisOptions(t, r))
+	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	r.stop()
+
+	// Known patterns keep routing from the mirror.
+	if status, body := post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`); status != 200 || body != `{"Result":3}` {
+		t.Fatalf("known pattern with Redis down: %d %s", status, body)
+	}
+	// What needs Redis answers 503.
+	for _, tt := range []struct{ path, body string }{
+		{"/", `{"Pattern":"role:unknown"}`},
+		{"/register", `{"Pattern":"role:new","ServiceAddress":"127.0.0.1:1"}`},
+	} {
+		status, body := post(t, "http://"+addr+tt.path, tt.body)
+		if status != http.StatusServiceUnavailable || !strings.Contains(errorBody(t, body), "registry unavailable") {
+			t.Fatalf("%s with Redis down: %d %s; want 503", tt.path, status, body)
+		}
+	}
+
+	// A new server cannot start without its Redis.
+	_, err := nano.NewServerWithOptions(redisOptions(t, r))
+	if !errors.Is(err, nano.ErrRegistryUnavailable) || !strings.Contains(err.Error(), r.Addr) {
+		t.Fatalf("NewServerWithOptions with Redis down: %v; want ErrRegistryUnavailable naming %s", err, r.Addr)
+	}
+}
+
+func TestServerShutdown(t *testing.T) {
+	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listen(t)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	eventually(t, "the server answers", func() bool {
+		resp, err := http.Post("http://"+l.Addr().String()+"/", "application/json", strings.NewReader(`{"Pattern":"a"}`))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, nano.ErrClosed) {
+		t.Fatalf("Serve returned %v; want ErrClosed", err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	if err := srv.Serve(listen(t)); !errors.Is(err, nano.ErrClosed) {
+		t.Fatalf("Serve after Shutdown: %v; want ErrClosed", err)
+	}
+}
+
+// TestServerConcurrentLoad drives registrations, routed messages and 404s
+// at once, for the race detector and for lost registrations.
+func TestServerConcurrentLoad(t *testing.T) {
+	for _, reg := range registries {
+		t.Run(reg.name, func(t *testing.T) {
+			_, addr := startServer(t, reg.opts(t))
+			startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+			waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+
+			const workers, requests, patterns = 8, 50, 20
+			// The echo service registers nowhere: only the registrations
+			// below lead to it.
+			_, echoAddr := startService(t, "127.0.0.1:1", map[string]nano.HandlerFunc{
+				"role:load": func(b []byte) ([]byte, error) { return b, nil },
+			})
+			var wg sync.WaitGroup
+			errs := make(chan error, workers*requests+patterns)
+			for i := range patterns {
+				wg.Go(func() {
+					status, body := post(t, "http://"+addr+"/register",
+						fmt.Sprintf(`{"Pattern":"role:load,n:%d","ServiceAddress":%q}`, i, echoAddr))
+					if status != 200 {
+						errs <- fmt.Errorf("register %d: %d %s", i, status, body)
+					}
+				})
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+			for w := range workers {
+				wg.Go(func() {
+					for i := range requests {
+						msg := fmt.Sprintf(`{"Pattern":"role:math,cmd:sum,w:%d","Left":%d,"Right":%d}`, w, i, w)
+						want, wantStatus := fmt.Sprintf(`{"Result":%d}`, i+w), 200
+						if i%10 == 0 {
+							msg, want, wantStatus = `{"Pattern":"role:math,cmd:summary"}`, "", 404
+						}
+						resp, err := client.Post("http://"+addr+"/", "application/json", strings.NewReader(msg))
+						if err != nil {
+							errs <- err
+							continue
+						}
+						if body := readAll(resp); resp.StatusCode != wantStatus || (want != "" && body != want) {
+							errs <- fmt.Errorf("%s: %d %s", msg, resp.StatusCode, body)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			// Every registration is routed to the echo service.
+			for i := range patterns {
+				msg := fmt.Sprintf(`{"Pattern":"role:load,n:%d"}`, i)
+				if status, body := post(t, "http://"+addr+"/", msg); status != 200 || body != msg {
+					t.Errorf("registration %d lost: %d %s", i, status, body)
+				}
+			}
+		})
+	}
+}
+
+func readAll(resp *http.Response) string {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
