@@ -50,7 +50,7 @@ type Client struct {
 	log       *slog.Logger      //
 	transport http.RoundTripper // shared by every call
 	serverURL string            // "http://" + opts.Server + "/"
-	peers     mirror[*peer]     // peers learnt from the server's answers
+	peers     mirror[*peer]     // pattern -> the peer the server chose for it
 	closed    atomic.Bool       // set by Close
 }
 
@@ -111,11 +111,11 @@ func (c *Client) Act(msg []byte, pattern string) ([]byte, error) {
 // ActContext sends the JSON object msg to a service handling pattern and
 // returns the bytes its handler returned.
 //
-// pattern selects the cached peer; the message's own "Pattern" field is
-// what the server and the service route by, so they are normally the same.
-// The call asks for the ServiceRequest envelope (adding "ServiceRequest":
-// true to the message when it is not there) to learn which service
-// answered, and caches it for the next call.
+// pattern keys the peer cache; the message's own "Pattern" field is what
+// the server and the service route by, so they are normally the same. The
+// call asks for the ServiceRequest envelope (adding "ServiceRequest": true
+// to the message when it is not there) to learn which service answered,
+// and later calls with the same pattern go to that service directly.
 //
 // A peer that refuses the connection, or no longer handles the pattern, is
 // dropped and the call goes through the server instead. A call that may
@@ -140,7 +140,7 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 		defer cancel()
 	}
 
-	if matched, pr, ok := c.peers.lookup(p); ok && time.Now().Before(pr.expires) {
+	if pr, ok := c.peers.get(p); ok && time.Now().Before(pr.expires) {
 		env, err := c.post(ctx, pr.url, body)
 		if err == nil {
 			return env.Payload, nil
@@ -148,13 +148,13 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 		if !notHandled(err) {
 			return nil, err
 		}
-		c.forget(matched, pr, err)
+		c.forget(p, pr, err)
 	}
 	env, err := c.post(ctx, c.serverURL, body)
 	if err != nil {
 		return nil, err
 	}
-	c.learn(env.Service)
+	c.learn(p, env.Service)
 	return env.Payload, nil
 }
 
@@ -170,8 +170,10 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// learn caches the service that answered through the server.
-func (c *Client) learn(reg Registration) {
+// learn caches the service that the server chose for pattern p. The
+// entry serves that exact pattern only: the server may route a longer
+// pattern to a more specific service the client has not seen.
+func (c *Client) learn(p string, reg Registration) {
 	if c.opts.PeerTTL < 0 {
 		return
 	}
@@ -179,7 +181,7 @@ func (c *Client) learn(reg Registration) {
 	if err != nil {
 		return // an answer without a usable Service: nothing to cache
 	}
-	c.peers.insert(reg.Pattern, &peer{
+	c.peers.insert(p, &peer{
 		reg:     reg,
 		url:     "http://" + reg.ServiceAddress + "/",
 		expires: time.Now().Add(c.opts.PeerTTL),

@@ -234,3 +234,26 @@ func TestActConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestActCacheKeepsSpecificRoutes: a cached peer for "role:math,cmd:sum"
+// does not capture "role:math,cmd:sum,return:zero", which the server routes
+// to a more specific service.
+func TestActCacheKeepsSpecificRoutes(t *testing.T) {
+	serverAddr, _ := countingServer(t)
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum,return:zero": sumZero})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum,return:zero"}`, `{"Result":0}`)
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	c := newClient(t, nano.ClientOptions{Server: serverAddr})
+	for range 2 {
+		for _, tt := range []struct{ pattern, want string }{
+			{"role:math,cmd:sum", `{"Result":5}`},
+			{"role:math,cmd:sum,return:zero", `{"Result":0}`},
+		} {
+			got, err := c.Act([]byte(`{"Pattern":"`+tt.pattern+`","Left":2,"Right":3}`), tt.pattern)
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("Act(%s) = %s, %v; want %s", tt.pattern, got, err, tt.want)
+			}
+		}
+	}
+}

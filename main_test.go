@@ -13,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,11 +121,15 @@ func newRedis(t *testing.T) *redisProc {
 	return r
 }
 
-// redisOptions selects a Redis with the test's own key prefix.
+// prefixes numbers the key prefixes of redisOptions.
+var prefixes atomic.Int64
+
+// redisOptions selects a Redis with a key prefix of the test's own: tests
+// run with -count=N do not see each other's registrations.
 func redisOptions(t *testing.T, r *redisProc) nano.ServerOptions {
 	return nano.ServerOptions{
 		Redis:     &redis.UniversalOptions{Addrs: []string{r.Addr}},
-		KeyPrefix: "nanotest:" + t.Name() + ":",
+		KeyPrefix: fmt.Sprintf("nanotest:%s:%d:", t.Name(), prefixes.Add(1)),
 	}
 }
 
@@ -294,4 +300,55 @@ func errorBody(t *testing.T, body string) string {
 		t.Fatalf("answer %q is not a JSON error body", body)
 	}
 	return *e.Error
+}
+
+// countingProxy forwards TCP connections to a backend and counts the
+// chunks clients send: one per round trip of a request-response protocol
+// such as Redis's, however many commands a pipeline holds.
+type countingProxy struct {
+	addr   string
+	writes atomic.Int64
+}
+
+func newCountingProxy(t *testing.T, backend string) *countingProxy {
+	t.Helper()
+	l := listen(t)
+	p := &countingProxy{addr: l.Addr().String()}
+	var conns sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		conns.Wait()
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			conns.Go(func() {
+				defer b.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						p.writes.Add(1)
+						b.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+			conns.Go(func() {
+				defer c.Close()
+				io.Copy(c, b)
+			})
+		}
+	}()
+	return p
 }

@@ -209,6 +209,31 @@ func TestServersShareRedis(t *testing.T) {
 	}
 }
 
+// TestRedisLookupIsOneRoundTrip: a mirror miss costs one round trip to
+// Redis however many fields the pattern has, and a hit costs none.
+func TestRedisLookupIsOneRoundTrip(t *testing.T) {
+	direct := redisOptions(t, testRedis)
+	_, a := startServer(t, direct)
+	proxy := newCountingProxy(t, testRedis.Addr)
+	proxied := direct
+	proxied.Redis = &redis.UniversalOptions{Addrs: []string{proxy.addr}}
+	_, b := startServer(t, proxied)
+	// Registered through a; b has it in Redis but not in its mirror.
+	startService(t, a, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, a, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+
+	msg := `{"Pattern":"role:math,cmd:sum,a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8","Left":1,"Right":2}`
+	for i, wantTrips := range []int64{1, 0} {
+		before := proxy.writes.Load()
+		if status, body := post(t, "http://"+b+"/", msg); status != 200 || body != `{"Result":3}` {
+			t.Fatalf("request %d through b: %d %s", i+1, status, body)
+		}
+		if trips := proxy.writes.Load() - before; trips != wantTrips {
+			t.Errorf("request %d took %d round trips to Redis; want %d", i+1, trips, wantTrips)
+		}
+	}
+}
+
 func TestServerWithoutRedis(t *testing.T) {
 	r := newRedis(t)
 	_, addr := startServer(t, redisOptions(t, r))
