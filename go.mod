@@ -3,12 +3,12 @@ module github.com/domWinter/go-nano
 go 1.26
 
 require (
+	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/armon/go-radix v1.0.0
 	github.com/go-redis/redis/v8 v8.11.5
 )
 
 require (
-	github.com/alicebob/miniredis/v2 v2.40.0 // indirect
 	github.com/cespare/xxhash/v2 v2.1.2 // indirect
 	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f // indirect
 	github.com/yuin/gopher-lua v1.1.1 // indirect
