@@ -1,6 +1,7 @@
 package nano
 
 import (
+	"errors"
 	"strings"
 	"sync"
 
@@ -69,6 +70,21 @@ func (m *mirror[V]) insert(pattern string, v V) {
 	m.tree.Insert(pattern, v)
 }
 
+// insertNew stores v for a canonical pattern unless it has a value
+// already, and returns the value the pattern has now.
+func (m *mirror[V]) insertNew(pattern string, v V) V {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tree == nil {
+		m.tree = radix.New()
+	}
+	if cur, ok := m.tree.Get(pattern); ok {
+		return cur.(V)
+	}
+	m.tree.Insert(pattern, v)
+	return v
+}
+
 // deleteIf removes the value of a pattern if keep returns false for it. It
 // reports whether it removed one. keep runs under the lock: it must be quick
 // and must not call back into the mirror.
@@ -130,17 +146,23 @@ type call[V any] struct {
 	done chan struct{} // closed when val and err are set
 	val  V
 	err  error
+	dups int // callers waiting for the first one; guarded by flight.mu
 }
+
+// errFlightPanicked is what the waiting callers get when fn panics in the
+// first caller, whose panic goes on up its own stack.
+var errFlightPanicked = errors.New("nano: merged call panicked")
 
 // do runs fn once for all concurrent callers with the same key.
 func (f *flight[V]) do(key string, fn func() (V, error)) (V, error) {
 	f.mu.Lock()
 	if c, ok := f.calls[key]; ok {
+		c.dups++
 		f.mu.Unlock()
 		<-c.done
 		return c.val, c.err
 	}
-	c := &call[V]{done: make(chan struct{})}
+	c := &call[V]{done: make(chan struct{}), err: errFlightPanicked}
 	if f.calls == nil {
 		f.calls = make(map[string]*call[V])
 	}

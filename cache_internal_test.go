@@ -1,11 +1,12 @@
 package nano
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 )
 
 func TestMirrorLookup(t *testing.T) {
@@ -148,9 +149,12 @@ func TestFlightMergesConcurrentCalls(t *testing.T) {
 			results <- v
 		})
 	}
-	// Give the followers time to join the call in flight. One that joins
-	// late runs its own fn and fails the test: merging is what is tested.
-	time.Sleep(100 * time.Millisecond)
+	for joined := 0; joined < 5; {
+		f.mu.Lock()
+		joined = f.calls["k"].dups
+		f.mu.Unlock()
+		runtime.Gosched()
+	}
 	close(release)
 	wg.Wait()
 	close(results)
@@ -186,4 +190,39 @@ func filledMirror(n int) *mirror[*route] {
 		m.insert(p, newRoute(Registration{Pattern: p, ServiceAddress: "127.0.0.1:8080"}))
 	}
 	return m
+}
+
+func TestFlightPanicReachesFollowersAsError(t *testing.T) {
+	var f flight[*int]
+	release := make(chan struct{})
+	followerErr := make(chan error, 1)
+	go func() {
+		defer func() { recover() }()
+		f.do("k", func() (*int, error) { <-release; panic("boom") })
+	}()
+	for {
+		f.mu.Lock()
+		c := f.calls["k"]
+		f.mu.Unlock()
+		if c != nil {
+			break
+		}
+		runtime.Gosched()
+	}
+	go func() {
+		_, err := f.do("k", func() (*int, error) { return new(int), nil })
+		followerErr <- err
+	}()
+	for joined := 0; joined < 1; {
+		f.mu.Lock()
+		if c := f.calls["k"]; c != nil {
+			joined = c.dups
+		}
+		f.mu.Unlock()
+		runtime.Gosched()
+	}
+	close(release)
+	if err := <-followerErr; !errors.Is(err, errFlightPanicked) {
+		t.Fatalf("follower got %v; want errFlightPanicked", err)
+	}
 }

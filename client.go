@@ -26,7 +26,8 @@ type ClientOptions struct {
 	// PeerTTL is how long a peer learnt from a server's answer is called
 	// directly before the client asks the server again. Zero means one
 	// minute; negative disables the peer cache (every call goes through the
-	// server).
+	// server). The cache holds at most MaxPeers patterns; past that, new
+	// patterns go through the server until entries expire.
 	PeerTTL time.Duration
 	// MaxResponseBytes limits the size of an answer. Zero means 4 MiB.
 	MaxResponseBytes int64
@@ -37,6 +38,9 @@ type ClientOptions struct {
 	Logger *slog.Logger
 }
 
+// MaxPeers is the largest number of patterns a Client caches peers for.
+const MaxPeers = 10_000
+
 // Client calls nanoservices by pattern with Act. The first call for a
 // pattern goes through the nano server; the answer names the service that
 // handled it, and later calls for that pattern go straight to that service
@@ -44,11 +48,12 @@ type ClientOptions struct {
 // falls back to the server again.
 //
 // A Client is safe for concurrent use. Services have one built in; programs
-// that only call services create their own with NewClient.
+// that only call services create their own with NewClient: the zero Client
+// is not usable.
 type Client struct {
 	opts      ClientOptions     // with defaults applied
-	log       *slog.Logger      //
-	transport http.RoundTripper // shared by every call
+	log       *slog.Logger      // opts.Logger
+	transport http.RoundTripper // opts.Transport, shared by every call
 	serverURL string            // "http://" + opts.Server + "/"
 	peers     mirror[*peer]     // pattern -> the peer the server chose for it
 	closed    atomic.Bool       // set by Close
@@ -78,7 +83,7 @@ const (
 // NewClient returns a client of the nano server at opts.Server.
 func NewClient(opts ClientOptions) (*Client, error) {
 	if err := dialAddr(opts.Server); err != nil {
-		return nil, fmt.Errorf("nano: ClientOptions.Server: %v", err)
+		return nil, fmt.Errorf("%w: ClientOptions.Server: %v", ErrInvalidOptions, err)
 	}
 	opts.Timeout = durationOr(opts.Timeout, defaultCallTimeout)
 	if opts.PeerTTL == 0 {
@@ -181,11 +186,26 @@ func (c *Client) learn(p string, reg Registration) {
 	if err != nil {
 		return // an answer without a usable Service: nothing to cache
 	}
+	if c.peers.len() >= MaxPeers && !c.prune() {
+		return
+	}
 	c.peers.insert(p, &peer{
 		reg:     reg,
 		url:     "http://" + reg.ServiceAddress + "/",
 		expires: time.Now().Add(c.opts.PeerTTL),
 	})
+}
+
+// prune drops the expired peers and reports whether there is room for
+// another.
+func (c *Client) prune() bool {
+	now := time.Now()
+	c.peers.each(func(p string, pr *peer) {
+		if now.After(pr.expires) {
+			c.peers.deleteIf(p, func(cur *peer) bool { return cur != pr })
+		}
+	})
+	return c.peers.len() < MaxPeers
 }
 
 // forget drops a peer that failed, unless another call replaced it already.
@@ -216,43 +236,34 @@ func (c *Client) post(ctx context.Context, url string, body []byte) (envelope, e
 		return env, fmt.Errorf("%w: answer over %d bytes", ErrServiceUnavailable, c.opts.MaxResponseBytes)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return env, errorFromResponse(resp.StatusCode, data)
+		err := errorFromResponse(resp.StatusCode, data)
+		if resp.Header.Get(noHandlerHeader) != "" {
+			return env, &notHandledError{err}
+		}
+		return env, err
 	}
 	if err := json.Unmarshal(data, &env); err != nil {
-		return env, &notEnvelopeError{err}
+		return env, &notHandledError{fmt.Errorf("%w: answer is not a service envelope: %v", ErrServiceUnavailable, err)}
 	}
 	return env, nil
 }
 
-// notEnvelopeError reports a 2xx answer that is not a ServiceRequest
-// envelope: whatever answered is not a nano service.
-type notEnvelopeError struct{ err error }
+// noHandlerHeader marks a service's 404 for a message none of its
+// handlers matches, as opposed to a 404 a handler chose.
+const noHandlerHeader = "Nano-Error"
 
-func (e *notEnvelopeError) Error() string {
-	return fmt.Sprintf("%v: answer is not a service envelope: %v", ErrServiceUnavailable, e.err)
-}
+// notHandledError wraps the failure of a call that reached no handler: the
+// connection was refused, the peer no longer handles the pattern, or it is
+// not a nano service. Only such a call may be sent again elsewhere.
+type notHandledError struct{ err error }
 
-func (e *notEnvelopeError) Unwrap() error { return ErrServiceUnavailable }
+func (e *notHandledError) Error() string { return e.err.Error() }
+func (e *notHandledError) Unwrap() error { return e.err }
 
-// dialError reports a connection that could not be opened: the request
-// was not sent.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string {
-	return fmt.Sprintf("%v: %v", ErrServiceUnavailable, e.err)
-}
-
-func (e *dialError) Unwrap() []error { return []error{ErrServiceUnavailable, e.err} }
-
-// notHandled reports whether a call to a cached peer failed before any
-// handler could run, so that it is safe to send it again elsewhere.
+// notHandled reports whether a call failed before any handler could run.
 func notHandled(err error) bool {
-	var (
-		de *dialError
-		ne *notEnvelopeError
-	)
-	return errors.As(err, &de) || errors.As(err, &ne) ||
-		errors.Is(err, ErrNoService) || errors.Is(err, ErrMethodNotAllowed)
+	_, ok := errors.AsType[*notHandledError](err)
+	return ok
 }
 
 // transportError classifies the failure of a round trip.
@@ -263,9 +274,8 @@ func transportError(ctx context.Context, err error) error {
 		}
 		return ctxErr
 	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return &dialError{err}
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
+		return &notHandledError{fmt.Errorf("%w: %w", ErrServiceUnavailable, err)}
 	}
 	return fmt.Errorf("%w: %v", ErrServiceUnavailable, err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -120,7 +121,7 @@ func TestActFallsBackWhenPeerDies(t *testing.T) {
 
 func TestActErrors(t *testing.T) {
 	serverAddr, proxied := countingServer(t)
-	var failures atomic.Int64
+	var failures, notFounds atomic.Int64
 	release := make(chan struct{})
 	startService(t, serverAddr, map[string]nano.HandlerFunc{
 		"role:math,cmd:sum": sum,
@@ -129,6 +130,10 @@ func TestActErrors(t *testing.T) {
 			return nil, &nano.Error{Status: http.StatusUnprocessableEntity, Message: "cannot do that"}
 		},
 		"role:slow": func([]byte) ([]byte, error) { <-release; return []byte(`{}`), nil },
+		"role:lookup": func([]byte) ([]byte, error) {
+			notFounds.Add(1)
+			return nil, &nano.Error{Status: http.StatusNotFound, Message: "no such user"}
+		},
 	})
 	t.Cleanup(func() { close(release) })
 	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
@@ -159,6 +164,17 @@ func TestActErrors(t *testing.T) {
 	if n := failures.Load(); n != 2 {
 		t.Fatalf("the handler ran %d times for 2 calls", n)
 	}
+	// A 404 the handler chose is its answer, not a sign that the peer
+	// lost the pattern: it is not sent again through the server.
+	for i := range 2 {
+		_, err := c.Act([]byte(`{"Pattern":"role:lookup"}`), "role:lookup")
+		if !errors.As(err, &e) || e.Status != 404 || e.Message != "no such user" {
+			t.Fatalf("call %d: %v; want the handler's 404", i, err)
+		}
+	}
+	if n := notFounds.Load(); n != 2 {
+		t.Fatalf("the 404 handler ran %d times for 2 calls", n)
+	}
 
 	before := proxied.Load()
 	start := time.Now()
@@ -176,8 +192,8 @@ func TestActErrors(t *testing.T) {
 
 func TestNewClientValidates(t *testing.T) {
 	for _, server := range []string{"", "localhost", "http://localhost:9999", "localhost:0", ":9999"} {
-		if _, err := nano.NewClient(nano.ClientOptions{Server: server}); err == nil {
-			t.Errorf("NewClient(%q) succeeded", server)
+		if _, err := nano.NewClient(nano.ClientOptions{Server: server}); !errors.Is(err, nano.ErrInvalidOptions) {
+			t.Errorf("NewClient(%q) = %v; want ErrInvalidOptions", server, err)
 		}
 	}
 }
@@ -255,5 +271,44 @@ func TestActCacheKeepsSpecificRoutes(t *testing.T) {
 				t.Fatalf("Act(%s) = %s, %v; want %s", tt.pattern, got, err, tt.want)
 			}
 		}
+	}
+}
+
+// TestActDropsPeerThatLostThePattern: the cached peer's port now belongs
+// to a service without the pattern; its "no handler" 404 sends the call
+// through the server, which knows the pattern's new home.
+func TestActDropsPeerThatLostThePattern(t *testing.T) {
+	serverAddr, proxied := countingServer(t)
+	old, oldAddr := startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	c := newClient(t, nano.ClientOptions{Server: serverAddr})
+	msg := []byte(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`)
+	if got, err := c.Act(msg, "role:math,cmd:sum"); err != nil || string(got) != `{"Result":3}` {
+		t.Fatalf("first Act: %s, %v", got, err)
+	}
+
+	old.Shutdown(context.Background())
+	other, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: oldAddr, Server: "127.0.0.1:1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Handle("role:other", sumZero)
+	l, err := net.Listen("tcp", oldAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go other.Serve(l)
+	t.Cleanup(func() { other.Shutdown(context.Background()) })
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": func([]byte) ([]byte, error) { return []byte(`"moved"`), nil }})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum"}`, `"moved"`)
+
+	before := proxied.Load()
+	for i := range 2 {
+		if got, err := c.Act(msg, "role:math,cmd:sum"); err != nil || string(got) != `"moved"` {
+			t.Fatalf("Act %d after the move: %s, %v", i+1, got, err)
+		}
+	}
+	if n := proxied.Load() - before; n != 1 {
+		t.Fatalf("the server proxied %d calls; want 1, then the new peer directly", n)
 	}
 }

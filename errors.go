@@ -36,13 +36,16 @@ var (
 	ErrHandler = errors.New("nano: handler failed")
 	// ErrClosed reports a call on a Server, Service or Client that was shut down.
 	ErrClosed = errors.New("nano: closed")
+	// ErrInvalidOptions reports options a constructor cannot work with.
+	ErrInvalidOptions = errors.New("nano: invalid options")
 )
 
 // Error is an error with an HTTP status code. A handler returns one to choose
 // the status and message its caller receives; Act and ActContext return one
 // when a server or service answered with an error status.
 //
-// The zero Status means 500 Internal Server Error.
+// A Status outside 400-599, the zero value included, means 500 Internal
+// Server Error: an error is never answered with a success status.
 type Error struct {
 	// Status is the HTTP status code, e.g. http.StatusBadRequest.
 	Status int
@@ -69,7 +72,7 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) status() int {
-	if e.Status == 0 {
+	if e.Status < 400 || e.Status > 599 {
 		return http.StatusInternalServerError
 	}
 	return e.Status
@@ -77,8 +80,8 @@ func (e *Error) status() int {
 
 // statusOf maps an error to the status code it is answered with.
 func statusOf(err error) int {
-	if e, ok := errors.AsType[*Error](err); ok && e.Status != 0 {
-		return e.Status
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.status()
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s.err) {
@@ -89,7 +92,8 @@ func statusOf(err error) int {
 }
 
 // sentinelFor returns the sentinel error that stands for an HTTP status, or
-// nil if none does.
+// nil if none does. A 400 stands for ErrInvalidMessage, the wider of the two
+// sentinels answered with 400.
 func sentinelFor(status int) error {
 	for _, s := range sentinels {
 		if s.status == status {
@@ -106,8 +110,8 @@ var sentinels = []struct {
 	err    error
 	status int
 }{
-	{ErrInvalidPattern, http.StatusBadRequest},
 	{ErrInvalidMessage, http.StatusBadRequest},
+	{ErrInvalidPattern, http.StatusBadRequest},
 	{ErrUnauthorized, http.StatusUnauthorized},
 	{ErrNoService, http.StatusNotFound},
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed},

@@ -65,6 +65,7 @@ func canonicalize(p string) string {
 	return strings.Join(fields, ",")
 }
 
+// hasControl reports whether s holds an ASCII control character.
 func hasControl(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c == 0x7f {
@@ -72,14 +73,6 @@ func hasControl(s string) bool {
 		}
 	}
 	return false
-}
-
-// matches reports whether the canonical registered pattern reg is a
-// whole-field prefix of the canonical request pattern req:
-// "role:math,cmd:sum" matches "role:math,cmd:sum,return:zero" but not
-// "role:math,cmd:summary".
-func matches(reg, req string) bool {
-	return strings.HasPrefix(req, reg) && (len(req) == len(reg) || req[len(reg)] == ',')
 }
 
 // prefixes returns the whole-field prefixes of a canonical pattern, longest

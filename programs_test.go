@@ -47,7 +47,7 @@ func TestQuickstartExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, registry := range []string{"", testRedis.Addr} {
+	for _, registry := range []string{"", newRedis(t).Addr} {
 		t.Run("redis="+registry, func(t *testing.T) {
 			p := startProgram(t, bin, fmt.Sprintf("NANO_PORT=%d", port), "NANO_REDIS_ADDR="+registry)
 			p.waitOutput(t, "Serving until Ctrl-C.")
@@ -111,7 +111,7 @@ func TestOriginalAPIPrograms(t *testing.T) {
 		}
 	}
 	run := compatModule(t, root, strings.NewReplacer(
-		"127.0.0.1:6379", testRedis.Addr,
+		"127.0.0.1:6379", newRedis(t).Addr,
 		"9999", fmt.Sprint(ports[0]),
 		"8080", fmt.Sprint(ports[1]),
 		"8081", fmt.Sprint(ports[2]),
@@ -195,7 +195,7 @@ type program struct {
 func startProgram(t *testing.T, bin string, env ...string) *program {
 	t.Helper()
 	p := &program{cmd: exec.Command(bin), out: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(environWithout("NANO_"), env...)
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -217,6 +217,19 @@ func startProgram(t *testing.T, bin string, env ...string) *program {
 		}
 	})
 	return p
+}
+
+// environWithout returns the environment less the variables whose names
+// start with prefix: a developer's own settings must not steer the
+// programs a test runs.
+func environWithout(prefix string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, prefix) {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // waitOutput waits until the program has printed s.

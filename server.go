@@ -56,7 +56,8 @@ type ServerOptions struct {
 	// the end of its answer; a service that takes longer is answered with
 	// 504. Zero means 30 seconds; negative means no limit.
 	UpstreamTimeout time.Duration
-	// RegistryTimeout bounds each call to Redis. Zero means 3 seconds.
+	// RegistryTimeout bounds each call to Redis. Zero or negative means 3
+	// seconds: a registry call always has a limit.
 	RegistryTimeout time.Duration
 	// Transport carries the proxied calls. Nil means a transport owned by
 	// the server, with keep-alive pools sized for a busy proxy.
@@ -73,15 +74,20 @@ type ServerOptions struct {
 // (Redis, or the embedded one) and are mirrored in memory, so routing a
 // known pattern needs no Redis round trip.
 //
-// A Server is safe for concurrent use.
+// A Server is safe for concurrent use. Create one with NewServer or
+// NewServerWithOptions: the zero Server is not usable.
 type Server struct {
 	opts      ServerOptions     // with defaults applied
-	log       *slog.Logger      //
+	log       *slog.Logger      // opts.Logger
 	reg       registry          // the source of truth
 	routes    mirror[*route]    // mirror of reg, answers the hot path
 	misses    flight[*route]    // merges concurrent registry lookups
-	transport http.RoundTripper // carries every proxied call
-	handler   http.Handler      //
+	transport http.RoundTripper // opts.Transport, carries every proxied call
+	handler   http.Handler      // serveHTTP
+
+	// writeMu serializes registry writes with their mirror updates, so
+	// that two registrations of one pattern leave both in the same state.
+	writeMu sync.Mutex
 
 	endpoints endpoints // the http.Servers started by Serve
 	closeOnce sync.Once // runs Shutdown
@@ -286,16 +292,26 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RegistryTimeout)
-	defer cancel()
-	if err := s.reg.register(ctx, reg); err != nil {
+	if err := s.store(r.Context(), reg); err != nil {
 		s.log.Warn("nano: registration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
 		writeError(w, err)
 		return
 	}
-	s.routes.insert(reg.Pattern, newRoute(reg))
 	s.log.Info("nano: service registered", "pattern", reg.Pattern, "address", reg.ServiceAddress)
 	writeJSON(w, http.StatusOK, reg)
+}
+
+// store writes a registration to the registry, then to the mirror.
+func (s *Server) store(ctx context.Context, reg Registration) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RegistryTimeout)
+	defer cancel()
+	if err := s.reg.register(ctx, reg); err != nil {
+		return err
+	}
+	s.routes.insert(reg.Pattern, newRoute(reg))
+	return nil
 }
 
 // authorized reports whether a write request carries the token, when one
@@ -349,9 +365,9 @@ func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w %q", ErrNoService, p)
 		}
-		rt := newRoute(reg)
-		s.routes.insert(reg.Pattern, rt)
-		return rt, nil
+		// A registration stored meanwhile is newer than what was read:
+		// keep it.
+		return s.routes.insertNew(reg.Pattern, newRoute(reg)), nil
 	})
 }
 

@@ -80,6 +80,8 @@ func TestServerErrorStatuses(t *testing.T) {
 			return nil, &nano.Error{Status: http.StatusTeapot, Message: "short and stout"}
 		},
 		"role:panic": func([]byte) ([]byte, error) { panic("boom") },
+		"role:odd":   func([]byte) ([]byte, error) { return nil, &nano.Error{Status: 42, Message: "odd status"} },
+		"role:ok":    func([]byte) ([]byte, error) { return nil, &nano.Error{Status: 200, Message: "not ok"} },
 		"role:slow":  func([]byte) ([]byte, error) { <-release; return []byte(`{}`), nil },
 	})
 	t.Cleanup(func() { close(release) })
@@ -115,6 +117,8 @@ func TestServerErrorStatuses(t *testing.T) {
 		{"handler error", "POST", "/", `{"Pattern":"role:fail"}`, 500, "disk full"},
 		{"handler status", "POST", "/", `{"Pattern":"role:teapot"}`, 418, "short and stout"},
 		{"handler panic", "POST", "/", `{"Pattern":"role:panic"}`, 500, "handler failed"},
+		{"handler status out of range", "POST", "/", `{"Pattern":"role:odd"}`, 500, "odd status"},
+		{"handler error with status 200", "POST", "/", `{"Pattern":"role:ok"}`, 500, "not ok"},
 		{"service down", "POST", "/", `{"Pattern":"role:gone"}`, 502, "service unavailable"},
 		{"service slow", "POST", "/", `{"Pattern":"role:slow"}`, 504, "timed out"},
 		{"bad registration", "POST", "/register", `{"Pattern":"a","ServiceAddress":"http://x/","ServicePort":1}`, 400, "ServiceAddress"},
@@ -263,6 +267,49 @@ func TestServerWithoutRedis(t *testing.T) {
 	}
 }
 
+// TestServerShutdownDrains: a request in flight when Shutdown starts is
+// answered, and Shutdown returns once it is.
+func TestServerShutdownDrains(t *testing.T) {
+	srv, addr := startServer(t, nano.ServerOptions{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	startService(t, addr, map[string]nano.HandlerFunc{
+		"role:slow": func(msg []byte) ([]byte, error) {
+			if !strings.Contains(string(msg), "wait") {
+				return []byte(`"ready"`), nil
+			}
+			close(entered)
+			<-release
+			return []byte(`"done"`), nil
+		},
+	})
+	waitAnswer(t, addr, `{"Pattern":"role:slow"}`, `"ready"`)
+
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := http.Post("http://"+addr+"/", "application/json", strings.NewReader(`{"Pattern":"role:slow","wait":true}`))
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		answer <- fmt.Sprint(resp.StatusCode, " ", readAll(resp))
+	}()
+	<-entered
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a request in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if got := <-answer; got != `200 "done"` {
+		t.Fatalf("request in flight got %s", got)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
 func TestServerShutdown(t *testing.T) {
 	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: testLogger()})
 	if err != nil {
@@ -309,16 +356,20 @@ func TestServerConcurrentLoad(t *testing.T) {
 			})
 			var wg sync.WaitGroup
 			errs := make(chan error, workers*requests+patterns)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 			for i := range patterns {
 				wg.Go(func() {
-					status, body := post(t, "http://"+addr+"/register",
-						fmt.Sprintf(`{"Pattern":"role:load,n:%d","ServiceAddress":%q}`, i, echoAddr))
-					if status != 200 {
-						errs <- fmt.Errorf("register %d: %d %s", i, status, body)
+					reg := fmt.Sprintf(`{"Pattern":"role:load,n:%d","ServiceAddress":%q}`, i, echoAddr)
+					resp, err := client.Post("http://"+addr+"/register", "application/json", strings.NewReader(reg))
+					if err != nil {
+						errs <- err
+						return
+					}
+					if body := readAll(resp); resp.StatusCode != 200 {
+						errs <- fmt.Errorf("register %d: %d %s", i, resp.StatusCode, body)
 					}
 				})
 			}
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 			for w := range workers {
 				wg.Go(func() {
 					for i := range requests {

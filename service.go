@@ -45,7 +45,7 @@ type ServiceOptions struct {
 	// 60 s and 2 min; negative means no limit.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// CallTimeout bounds each Act call and each registration attempt. Zero
-	// means 30 seconds.
+	// means 30 seconds; negative means no limit.
 	CallTimeout time.Duration
 	// PeerTTL is how long Act calls a peer directly before asking the
 	// server again. Zero means one minute; negative disables the cache.
@@ -65,10 +65,11 @@ type HandlerFunc func(msg []byte) ([]byte, error)
 // Service serves handlers for patterns, registers the patterns at a nano
 // server and calls other services with Act.
 //
-// A Service is safe for concurrent use.
+// A Service is safe for concurrent use. Create one with NewService or
+// NewServiceWithOptions: the zero Service is not usable.
 type Service struct {
 	opts   ServiceOptions               // with defaults applied
-	log    *slog.Logger                 //
+	log    *slog.Logger                 // opts.Logger
 	client *Client                      // carries Act calls
 	routes mirror[*handler]             // pattern -> handler
 	self   atomic.Pointer[Registration] // advertised address, once known
@@ -125,10 +126,10 @@ func NewService(serviceAddress string, servicePort int, serverAddress string, se
 // NewServiceWithOptions returns a service configured by opts.
 func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 	if _, _, err := splitHostPort(opts.Addr); err != nil {
-		return nil, fmt.Errorf("nano: ServiceOptions.Addr: %v", err)
+		return nil, fmt.Errorf("%w: ServiceOptions.Addr: %v", ErrInvalidOptions, err)
 	}
 	if err := dialAddr(opts.Server); err != nil {
-		return nil, fmt.Errorf("nano: ServiceOptions.Server: %v", err)
+		return nil, fmt.Errorf("%w: ServiceOptions.Server: %v", ErrInvalidOptions, err)
 	}
 	opts = opts.withDefaults()
 	client, err := NewClient(ClientOptions{
@@ -192,7 +193,7 @@ func (s *Service) Add(pattern string, handle func([]byte) ([]byte, error)) {
 		fatal(s.log, "nano: cannot add handler", err)
 	}
 	s.mu.Lock()
-	first := !s.adding
+	first := !s.adding && !s.serving
 	s.adding = true
 	s.mu.Unlock()
 	if !first {
@@ -374,8 +375,13 @@ func (s *Service) registerLoop(p string) {
 
 // registerOnce sends one registration of p to the server.
 func (s *Service) registerOnce(p string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CallTimeout)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if s.opts.CallTimeout > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeout(ctx, s.opts.CallTimeout)
+		defer cancelTimeout()
+	}
 	go func() {
 		select {
 		case <-s.done:
@@ -453,6 +459,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	_, h, ok := s.routes.lookup(p)
 	if !ok {
+		w.Header().Set(noHandlerHeader, "no-handler")
 		writeError(w, fmt.Errorf("%w %q", ErrNoService, p))
 		return
 	}

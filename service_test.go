@@ -141,8 +141,8 @@ func TestNewServiceWithOptionsValidates(t *testing.T) {
 		{Addr: "127.0.0.1:8080", Server: "http://127.0.0.1:9999"},
 		{Addr: "127.0.0.1:8080", Server: "127.0.0.1:0"},
 	} {
-		if _, err := nano.NewServiceWithOptions(opts); err == nil {
-			t.Errorf("NewServiceWithOptions(%+v) succeeded", opts)
+		if _, err := nano.NewServiceWithOptions(opts); !errors.Is(err, nano.ErrInvalidOptions) {
+			t.Errorf("NewServiceWithOptions(%+v) = %v; want ErrInvalidOptions", opts, err)
 		}
 	}
 }
@@ -239,7 +239,40 @@ func TestServiceAddBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait() // both Add calls returned
-	svc.Add("role:late", sum)
+	late := make(chan struct{})
+	go func() {
+		svc.Add("role:late", sum)
+		close(late)
+	}()
+	select {
+	case <-late:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Add after Shutdown blocks")
+	}
+}
+
+// TestServiceAddWhileServing: Add on a service already serving through
+// Serve registers its pattern instead of listening a second time.
+func TestServiceAddWhileServing(t *testing.T) {
+	_, serverAddr := startServer(t, nano.ServerOptions{})
+	svc, _ := startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":2,"Right":3}`, `{"Result":5}`)
+	added := make(chan struct{})
+	go func() {
+		svc.Add("role:math,cmd:positive", positive)
+		close(added)
+	}()
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:positive","Value":3}`, `{"Result":true}`)
+	svc.Shutdown(context.Background())
+	<-added
+}
+
+// TestServiceWithoutCallTimeout: a negative CallTimeout means no limit,
+// not an expired one.
+func TestServiceWithoutCallTimeout(t *testing.T) {
+	_, serverAddr := startServer(t, nano.ServerOptions{})
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum}, func(o *nano.ServiceOptions) { o.CallTimeout = -1 })
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":2,"Right":3}`, `{"Result":5}`)
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
