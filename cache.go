@@ -2,8 +2,11 @@ package nano
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/armon/go-radix"
 )
@@ -178,3 +181,163 @@ func (f *flight[V]) do(key string, fn func() (V, error)) (V, error) {
 	c.val, c.err = fn()
 	return c.val, c.err
 }
+
+// instance is one address registered for a pattern.
+type instance struct {
+	addr    string    // host:port
+	url     string    // "http://" + addr + "/"
+	expires time.Time // when it leaves the registry unless renewed
+}
+
+func newInstance(addr string, expires time.Time) *instance {
+	return &instance{addr: addr, url: "http://" + addr + "/", expires: expires}
+}
+
+// route is a registered pattern and its instances. Only its round-robin
+// position changes: a change of instances replaces the route in its table,
+// so a reader never sees a slice being modified.
+type route struct {
+	pattern   string
+	instances []*instance   // never empty in a table
+	next      atomic.Uint32 // round-robin position
+	refresh   time.Time     // clients: when to resolve the pattern again
+}
+
+// start returns the index of the instance to try first, advancing the
+// round robin.
+func (r *route) start() int {
+	return int((r.next.Add(1) - 1) % uint32(len(r.instances)))
+}
+
+// live reports whether the route has an instance that has not expired.
+func (r *route) live(now time.Time) bool {
+	for _, in := range r.instances {
+		if now.Before(in.expires) {
+			return true
+		}
+	}
+	return false
+}
+
+// member is an instance as a registry reports it.
+type member struct {
+	addr    string
+	expires time.Time
+}
+
+// routeTable maps patterns to routes, mirroring a registry. Writers
+// replace routes; readers need no lock beyond the mirror's. A zero
+// routeTable is empty and ready to use; it is safe for concurrent use.
+type routeTable struct {
+	mu sync.Mutex // serializes writers, so that no change is lost
+	m  mirror[*route]
+}
+
+// lookup returns the route of the longest pattern that is a whole-field
+// prefix of the canonical pattern p.
+func (t *routeTable) lookup(p string) (*route, bool) {
+	_, r, ok := t.m.lookup(p)
+	return r, ok
+}
+
+// get returns the route of exactly the pattern p.
+func (t *routeTable) get(p string) (*route, bool) { return t.m.get(p) }
+
+// merge adds members to the route of pattern p, or extends the expiry of
+// those it has. It reports whether an address was new.
+func (t *routeTable) merge(p string, members ...member) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old, _ := t.m.get(p)
+	r := &route{pattern: p}
+	if old != nil {
+		r.instances = slices.Clone(old.instances)
+		r.refresh = old.refresh
+	}
+	added := false
+	for _, mb := range members {
+		i := slices.IndexFunc(r.instances, func(in *instance) bool { return in.addr == mb.addr })
+		switch {
+		case i < 0:
+			r.instances = append(r.instances, newInstance(mb.addr, mb.expires))
+			added = true
+		case mb.expires.After(r.instances[i].expires):
+			r.instances[i] = newInstance(mb.addr, mb.expires)
+		}
+	}
+	if len(r.instances) > 0 {
+		t.m.insert(p, r)
+	}
+	return added
+}
+
+// set replaces the route of pattern p.
+func (t *routeTable) set(r *route) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.m.insert(r.pattern, r)
+}
+
+// remove drops the instance at addr from the route of pattern p, and the
+// route once it has no instance left. It reports whether it was there.
+func (t *routeTable) remove(p, addr string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.removeLocked(p, func(in *instance) bool { return in.addr == addr }) > 0
+}
+
+// sweep drops the instances that expired before now and returns them, by
+// pattern.
+func (t *routeTable) sweep(now time.Time) map[string][]string {
+	var expired map[string][]string
+	t.m.each(func(p string, r *route) {
+		if !slices.ContainsFunc(r.instances, func(in *instance) bool { return !now.Before(in.expires) }) {
+			return
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		var gone []string
+		t.removeLocked(p, func(in *instance) bool {
+			if now.Before(in.expires) {
+				return false
+			}
+			gone = append(gone, in.addr)
+			return true
+		})
+		if len(gone) > 0 {
+			if expired == nil {
+				expired = make(map[string][]string)
+			}
+			expired[p] = gone
+		}
+	})
+	return expired
+}
+
+// removeLocked drops the instances of pattern p for which drop is true and
+// returns how many. The caller holds t.mu.
+func (t *routeTable) removeLocked(p string, drop func(*instance) bool) int {
+	old, ok := t.m.get(p)
+	if !ok {
+		return 0
+	}
+	kept := slices.DeleteFunc(slices.Clone(old.instances), drop)
+	switch n := len(old.instances) - len(kept); {
+	case n == 0:
+		return 0
+	case len(kept) == 0:
+		t.m.deleteIf(p, func(cur *route) bool { return cur != old })
+		return n
+	default:
+		t.m.insert(p, &route{pattern: p, instances: kept, refresh: old.refresh})
+		return n
+	}
+}
+
+// each calls fn for every route, in pattern order.
+func (t *routeTable) each(fn func(*route)) {
+	t.m.each(func(_ string, r *route) { fn(r) })
+}
+
+// len returns the number of patterns in the table.
+func (t *routeTable) len() int { return t.m.len() }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestMirrorLookup(t *testing.T) {
@@ -187,7 +188,7 @@ func filledMirror(n int) *mirror[*route] {
 	m := &mirror[*route]{}
 	for i := range n {
 		p := fmt.Sprintf("role:svc%d,cmd:run", i)
-		m.insert(p, newRoute(Registration{Pattern: p, ServiceAddress: "127.0.0.1:8080"}))
+		m.insert(p, &route{pattern: p, instances: []*instance{newInstance("127.0.0.1:8080", time.Now().Add(time.Hour))}})
 	}
 	return m
 }

@@ -130,7 +130,7 @@ type errorBody struct {
 // writeError answers a request with err's status and a JSON error body.
 func writeError(w http.ResponseWriter, err error) {
 	status := statusOf(err)
-	if status == http.StatusMethodNotAllowed {
+	if status == http.StatusMethodNotAllowed && w.Header().Get("Allow") == "" {
 		w.Header().Set("Allow", http.MethodPost)
 	}
 	msg := err.Error()

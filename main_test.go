@@ -1,6 +1,7 @@
 package nano_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -302,18 +303,25 @@ func errorBody(t *testing.T, body string) string {
 	return *e.Error
 }
 
-// countingProxy forwards TCP connections to a backend and counts the
-// chunks clients send: one per round trip of a request-response protocol
-// such as Redis's, however many commands a pipeline holds.
+// countingProxy forwards TCP connections to a backend and counts, for
+// each of some words, the chunks clients send that hold it: one per round
+// trip of a request-response protocol such as Redis's, however many
+// commands a pipeline holds.
 type countingProxy struct {
 	addr   string
-	writes atomic.Int64
+	chunks map[string]*atomic.Int64 // word -> chunks that hold it
 }
 
-func newCountingProxy(t *testing.T, backend string) *countingProxy {
+// count returns the number of chunks that held word.
+func (p *countingProxy) count(word string) int64 { return p.chunks[word].Load() }
+
+func newCountingProxy(t *testing.T, backend string, words ...string) *countingProxy {
 	t.Helper()
 	l := listen(t)
-	p := &countingProxy{addr: l.Addr().String()}
+	p := &countingProxy{addr: l.Addr().String(), chunks: make(map[string]*atomic.Int64)}
+	for _, w := range words {
+		p.chunks[w] = new(atomic.Int64)
+	}
 	var conns sync.WaitGroup
 	t.Cleanup(func() {
 		l.Close()
@@ -335,10 +343,12 @@ func newCountingProxy(t *testing.T, backend string) *countingProxy {
 				buf := make([]byte, 64<<10)
 				for {
 					n, err := c.Read(buf)
-					if n > 0 {
-						p.writes.Add(1)
-						b.Write(buf[:n])
+					for w, c := range p.chunks {
+						if bytes.Contains(buf[:n], []byte(w)) {
+							c.Add(1)
+						}
 					}
+					b.Write(buf[:n])
 					if err != nil {
 						return
 					}

@@ -3,12 +3,12 @@ package nano
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-redis/redis/v8"
 )
@@ -82,47 +82,89 @@ func dialAddr(addr string) error {
 	return err
 }
 
-// registry stores registrations. The embedded memRegistry serves a single
-// server; redisRegistry is shared by every server using the same Redis.
-// Both match patterns by the same rule as mirror: the longest whole-field
-// prefix wins.
+// registry stores the instances of each pattern. The embedded memRegistry
+// serves a single server; redisRegistry is shared by every server using the
+// same Redis. Both match patterns by the rule of mirror: the longest
+// whole-field prefix with a live instance wins.
 type registry interface {
-	// register stores r, replacing the registration of the same pattern.
-	register(ctx context.Context, r Registration) error
-	// lookup returns the registration whose pattern is the longest
-	// whole-field prefix of the canonical pattern p.
-	lookup(ctx context.Context, p string) (Registration, bool, error)
-	// all returns every registration.
-	all(ctx context.Context) ([]Registration, error)
+	// register adds the instance of reg, or renews it, until now + ttl.
+	register(ctx context.Context, reg Registration, ttl time.Duration) (member, error)
+	// deregister removes the instance of reg at once.
+	deregister(ctx context.Context, reg Registration) error
+	// lookup returns the longest pattern with live instances that is a
+	// whole-field prefix of the canonical pattern p, and those instances;
+	// an empty pattern when there is none.
+	lookup(ctx context.Context, p string) (string, []member, error)
+	// all returns the live instances of every pattern.
+	all(ctx context.Context) (map[string][]member, error)
 	// close releases the registry's connections.
 	close() error
 }
 
-// memRegistry is the embedded registry: a mirror with nothing behind it.
-type memRegistry struct {
-	m mirror[Registration]
+// event tells the servers sharing a registry of a change, so that their
+// mirrors follow it without waiting for the next resync.
+type event struct {
+	Op             string `json:"op"` // "register" or "deregister"
+	Pattern        string `json:"pattern"`
+	ServiceAddress string `json:"addr"`
+	Expires        int64  `json:"expires,omitempty"` // Unix milliseconds
 }
 
-func (r *memRegistry) register(_ context.Context, reg Registration) error {
-	r.m.insert(reg.Pattern, reg)
+// memRegistry is the embedded registry: a route table with nothing behind it.
+type memRegistry struct {
+	t routeTable
+}
+
+func (r *memRegistry) register(_ context.Context, reg Registration, ttl time.Duration) (member, error) {
+	m := member{addr: reg.ServiceAddress, expires: time.Now().Add(ttl)}
+	r.t.merge(reg.Pattern, m)
+	return m, nil
+}
+
+func (r *memRegistry) deregister(_ context.Context, reg Registration) error {
+	r.t.remove(reg.Pattern, reg.ServiceAddress)
 	return nil
 }
 
-func (r *memRegistry) lookup(_ context.Context, p string) (Registration, bool, error) {
-	_, reg, ok := r.m.lookup(p)
-	return reg, ok, nil
+func (r *memRegistry) lookup(_ context.Context, p string) (string, []member, error) {
+	now := time.Now()
+	for _, c := range prefixes(p) {
+		if rt, ok := r.t.get(c); ok {
+			if ms := liveMembers(rt, now); len(ms) > 0 {
+				return c, ms, nil
+			}
+		}
+	}
+	return "", nil, nil
 }
 
-func (r *memRegistry) all(context.Context) ([]Registration, error) {
-	var regs []Registration
-	r.m.each(func(_ string, reg Registration) { regs = append(regs, reg) })
-	return regs, nil
+func (r *memRegistry) all(context.Context) (map[string][]member, error) {
+	now := time.Now()
+	out := make(map[string][]member)
+	r.t.each(func(rt *route) {
+		if ms := liveMembers(rt, now); len(ms) > 0 {
+			out[rt.pattern] = ms
+		}
+	})
+	return out, nil
 }
 
 func (r *memRegistry) close() error { return nil }
 
-// redisRegistry keeps one key per pattern, prefix + "pattern:" + pattern,
-// holding the registration as JSON. It touches no other key.
+func liveMembers(rt *route, now time.Time) []member {
+	var ms []member
+	for _, in := range rt.instances {
+		if now.Before(in.expires) {
+			ms = append(ms, member{addr: in.addr, expires: in.expires})
+		}
+	}
+	return ms
+}
+
+// redisRegistry keeps one sorted set per pattern,
+// prefix + "pattern:" + pattern, whose members are the instances'
+// host:port addresses scored by their expiry in Unix milliseconds. Changes
+// are announced on the channel prefix + "events". It touches no other key.
 type redisRegistry struct {
 	rdb    redis.UniversalClient
 	prefix string // namespace of every key, e.g. "nano:"
@@ -140,78 +182,111 @@ func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix 
 }
 
 func (r *redisRegistry) key(pattern string) string { return r.prefix + "pattern:" + pattern }
+func (r *redisRegistry) channel() string           { return r.prefix + "events" }
 
-func (r *redisRegistry) register(ctx context.Context, reg Registration) error {
-	v, err := json.Marshal(reg)
+// register adds or renews the member, drops the expired ones, keeps the
+// whole set from outliving its last member and announces the change, in
+// one round trip.
+func (r *redisRegistry) register(ctx context.Context, reg Registration, ttl time.Duration) (member, error) {
+	now := time.Now()
+	m := member{addr: reg.ServiceAddress, expires: now.Add(ttl)}
+	key := r.key(reg.Pattern)
+	ev, _ := json.Marshal(event{Op: "register", Pattern: reg.Pattern, ServiceAddress: m.addr, Expires: m.expires.UnixMilli()})
+	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.ZAdd(ctx, key, &redis.Z{Score: float64(m.expires.UnixMilli()), Member: m.addr})
+		pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		pipe.PExpire(ctx, key, ttl)
+		pipe.Publish(ctx, r.channel(), ev)
+		return nil
+	})
 	if err != nil {
-		return err
+		return m, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
-	if err := r.rdb.Set(ctx, r.key(reg.Pattern), v, 0).Err(); err != nil {
+	return m, nil
+}
+
+func (r *redisRegistry) deregister(ctx context.Context, reg Registration) error {
+	ev, _ := json.Marshal(event{Op: "deregister", Pattern: reg.Pattern, ServiceAddress: reg.ServiceAddress})
+	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.ZRem(ctx, r.key(reg.Pattern), reg.ServiceAddress)
+		pipe.Publish(ctx, r.channel(), ev)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
 	return nil
 }
 
-// lookup asks for every whole-field prefix of p in one pipeline: one round
-// trip whatever the number of fields.
-func (r *redisRegistry) lookup(ctx context.Context, p string) (Registration, bool, error) {
+// lookup asks for the live members of every whole-field prefix of p in one
+// pipeline: one round trip whatever the number of fields.
+func (r *redisRegistry) lookup(ctx context.Context, p string) (string, []member, error) {
 	candidates := prefixes(p)
-	cmds := make([]*redis.StringCmd, len(candidates))
-	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, c := range candidates {
-			cmds[i] = pipe.Get(ctx, r.key(c))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return Registration{}, false, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	results, err := r.liveMembers(ctx, candidates, r.key)
+	if err != nil {
+		return "", nil, err
 	}
-	for _, cmd := range cmds { // longest first
-		v, err := cmd.Bytes()
-		if err != nil {
-			continue // redis.Nil: no such pattern
-		}
-		if reg, ok := r.decode(v); ok {
-			return reg, true, nil
+	for i, ms := range results { // longest first
+		if len(ms) > 0 {
+			return candidates[i], ms, nil
 		}
 	}
-	return Registration{}, false, nil
+	return "", nil, nil
 }
 
-func (r *redisRegistry) all(ctx context.Context) ([]Registration, error) {
+func (r *redisRegistry) all(ctx context.Context) (map[string][]member, error) {
 	keys, err := r.keys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
-	regs := make([]Registration, 0, len(keys))
+	out := make(map[string][]member, len(keys))
 	const batch = 1000
 	for len(keys) > 0 {
 		n := min(batch, len(keys))
-		cmds := make([]*redis.StringCmd, n)
-		_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for i, k := range keys[:n] {
-				cmds[i] = pipe.Get(ctx, k)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+		results, err := r.liveMembers(ctx, keys[:n], func(k string) string { return k })
+		if err != nil {
+			return nil, err
 		}
-		for _, cmd := range cmds {
-			if v, err := cmd.Bytes(); err == nil {
-				if reg, ok := r.decode(v); ok {
-					regs = append(regs, reg)
-				}
+		for i, ms := range results {
+			p, err := parsePattern(strings.TrimPrefix(keys[i], r.key("")))
+			if err == nil && len(ms) > 0 {
+				out[p] = ms
 			}
 		}
 		keys = keys[n:]
 	}
-	return regs, nil
+	return out, nil
+}
+
+// liveMembers reads the unexpired members of the sets of names, in one
+// pipeline.
+func (r *redisRegistry) liveMembers(ctx context.Context, names []string, key func(string) string) ([][]member, error) {
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	cmds := make([]*redis.ZSliceCmd, len(names))
+	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, n := range names {
+			cmds[i] = pipe.ZRangeByScoreWithScores(ctx, key(n), &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	}
+	out := make([][]member, len(names))
+	for i, cmd := range cmds {
+		for _, z := range cmd.Val() {
+			addr, ok := z.Member.(string)
+			if ok && dialAddr(addr) == nil {
+				out[i] = append(out[i], member{addr: addr, expires: time.UnixMilli(int64(z.Score))})
+			}
+		}
+	}
+	return out, nil
 }
 
 // keys lists the pattern keys, on every master of a cluster.
 func (r *redisRegistry) keys(ctx context.Context) ([]string, error) {
-	match := escapeGlob(r.prefix+"pattern:") + "*"
+	match := escapeGlob(r.key("")) + "*"
 	var (
 		mu   sync.Mutex // guards keys
 		keys []string
@@ -232,15 +307,43 @@ func (r *redisRegistry) keys(ctx context.Context) ([]string, error) {
 	return keys, scan(ctx, r.rdb)
 }
 
-// decode reads a stored registration; entries that are not valid are
-// skipped, as if absent.
-func (r *redisRegistry) decode(v []byte) (Registration, bool) {
-	var reg Registration
-	if json.Unmarshal(v, &reg) != nil {
-		return reg, false
+// subscribe delivers the registry's events to apply until stop is closed.
+// go-redis reconnects a broken subscription by itself; connected runs on
+// every (re)subscription, when messages may have been missed.
+func (r *redisRegistry) subscribe(stop <-chan struct{}, apply func(event), connected func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps := r.rdb.Subscribe(ctx, r.channel())
+	defer ps.Close()
+	ch := ps.ChannelWithSubscriptions(ctx, 1024)
+	for {
+		select {
+		case <-stop:
+			return
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			switch m := msg.(type) {
+			case *redis.Subscription:
+				if m.Kind == "subscribe" {
+					connected()
+				}
+			case *redis.Message:
+				var ev event
+				if json.Unmarshal([]byte(m.Payload), &ev) == nil {
+					apply(ev)
+				}
+			}
+		}
 	}
-	reg, err := reg.normalize()
-	return reg, err == nil
+}
+
+func (r *redisRegistry) ping(ctx context.Context) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	}
+	return nil
 }
 
 func (r *redisRegistry) close() error { return r.rdb.Close() }

@@ -3,7 +3,6 @@ package nano
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis/v8"
@@ -59,6 +59,16 @@ type ServerOptions struct {
 	// RegistryTimeout bounds each call to Redis. Zero or negative means 3
 	// seconds: a registry call always has a limit.
 	RegistryTimeout time.Duration
+	// TTL is how long a registration lives unless the service renews it.
+	// Services renew at a third of it, which the server tells them in its
+	// answer to /register. Zero or negative means 30 seconds. Servers
+	// sharing a Redis should use the same TTL.
+	TTL time.Duration
+	// ResyncInterval is how often the server reloads the whole registry
+	// into its mirror, repairing changes it missed (it hears of changes at
+	// once through Redis pub/sub). Zero or negative means 10 seconds; it
+	// does not apply to the embedded registry.
+	ResyncInterval time.Duration
 	// Transport carries the proxied calls. Nil means a transport owned by
 	// the server, with keep-alive pools sized for a busy proxy.
 	Transport http.RoundTripper
@@ -80,28 +90,18 @@ type Server struct {
 	opts      ServerOptions     // with defaults applied
 	log       *slog.Logger      // opts.Logger
 	reg       registry          // the source of truth
-	routes    mirror[*route]    // mirror of reg, answers the hot path
+	routes    routeTable        // mirror of reg, answers the hot path
 	misses    flight[*route]    // merges concurrent registry lookups
 	transport http.RoundTripper // opts.Transport, carries every proxied call
 	handler   http.Handler      // serveHTTP
-
-	// writeMu serializes registry writes with their mirror updates, so
-	// that two registrations of one pattern leave both in the same state.
-	writeMu sync.Mutex
+	ready     atomic.Bool       // the registry answered when last asked
+	resyncNow chan struct{}     // asks the maintenance loop for a resync
+	stop      chan struct{}     // closed by Shutdown: ends the loops
+	loops     sync.WaitGroup    // maintenance and subscription loops
 
 	endpoints endpoints // the http.Servers started by Serve
 	closeOnce sync.Once // runs Shutdown
 	closeErr  error     // set by the first Shutdown
-}
-
-// route is where a registered pattern leads.
-type route struct {
-	reg Registration
-	url string // "http://" + reg.ServiceAddress + "/"
-}
-
-func newRoute(reg Registration) *route {
-	return &route{reg: reg, url: "http://" + reg.ServiceAddress + "/"}
 }
 
 // Defaults of the server options.
@@ -113,6 +113,8 @@ const (
 	defaultIdleTimeout       = 2 * time.Minute
 	defaultUpstreamTimeout   = 30 * time.Second
 	defaultRegistryTimeout   = 3 * time.Second
+	defaultTTL               = 30 * time.Second
+	defaultResyncInterval    = 10 * time.Second
 )
 
 // NewServer returns a server listening on listenPort with its registry in
@@ -142,36 +144,40 @@ func NewServer(redisAddress, redisPassword string, redisDB, listenPort int) *Ser
 }
 
 // NewServerWithOptions returns a server configured by opts. It connects to
-// Redis, when opts.Redis is set, and loads the registry into the server's
-// mirror; it fails with ErrRegistryUnavailable if Redis does not answer.
+// Redis, when opts.Redis is set, and loads the whole registry into the
+// server's mirror; it fails with ErrRegistryUnavailable if Redis does not
+// answer within RegistryTimeout. The server keeps its mirror in step with
+// the registry in the background until Shutdown.
 func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 	opts = opts.withDefaults()
 	s := &Server{
 		opts:      opts,
 		log:       opts.Logger,
 		transport: opts.Transport,
+		resyncNow: make(chan struct{}, 1),
+		stop:      make(chan struct{}),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*opts.RegistryTimeout)
-	defer cancel()
+	s.handler = http.HandlerFunc(s.serveHTTP)
 	if opts.Redis == nil {
 		s.reg = &memRegistry{}
-	} else {
-		r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix)
-		if err != nil {
-			return nil, err
-		}
-		s.reg = r
-	}
-	regs, err := s.reg.all(ctx)
-	if err != nil {
-		s.reg.close()
-		return nil, err
-	}
-	for _, r := range regs {
-		s.routes.insert(r.Pattern, newRoute(r))
+		s.ready.Store(true)
+		s.loops.Go(s.maintain)
+		return s, nil
 	}
 
-	s.handler = http.HandlerFunc(s.serveHTTP)
+	ctx, cancel := context.WithTimeout(context.Background(), opts.RegistryTimeout)
+	defer cancel()
+	r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix)
+	if err != nil {
+		return nil, err
+	}
+	s.reg = r
+	if err := s.resync(ctx); err != nil {
+		r.close()
+		return nil, err
+	}
+	s.loops.Go(s.maintain)
+	s.loops.Go(func() { r.subscribe(s.stop, s.apply, s.requestResync) })
 	return s, nil
 }
 
@@ -195,6 +201,12 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	o.WriteTimeout = durationOr(o.WriteTimeout, 0)
 	if o.RegistryTimeout <= 0 {
 		o.RegistryTimeout = defaultRegistryTimeout
+	}
+	if o.TTL <= 0 {
+		o.TTL = defaultTTL
+	}
+	if o.ResyncInterval <= 0 {
+		o.ResyncInterval = defaultResyncInterval
 	}
 	if o.Transport == nil {
 		o.Transport = newTransport()
@@ -238,12 +250,14 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Shutdown stops the server gracefully: it stops accepting connections,
-// waits for the requests in flight to finish or ctx to end, and closes the
-// registry connection. It is idempotent; later calls to Serve return
-// ErrClosed.
+// waits for the requests in flight to finish or ctx to end, stops keeping
+// the mirror in step and closes the registry connection. It is idempotent;
+// later calls to Serve return ErrClosed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		err := s.endpoints.shutdown(ctx)
+		close(s.stop)
+		s.loops.Wait()
 		if ci, ok := s.transport.(interface{ CloseIdleConnections() }); ok {
 			ci.CloseIdleConnections()
 		}
@@ -259,73 +273,27 @@ func (s *Server) registryName() string {
 	return "redis " + strings.Join(s.opts.Redis.Addrs, ",")
 }
 
-// serveHTTP dispatches by path: /register, or a message to proxy.
+// serveHTTP dispatches by path: the control endpoints of control.go, or a
+// message to proxy.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/register" {
+	switch r.URL.Path {
+	case "/register":
 		s.register(w, r)
-		return
+	case "/deregister":
+		s.deregister(w, r)
+	case "/resolve":
+		s.resolveEndpoint(w, r)
+	case "/healthz":
+		s.healthz(w, r)
+	case "/readyz":
+		s.readyz(w, r)
+	default:
+		s.proxy(w, r)
 	}
-	s.proxy(w, r)
 }
 
-// register handles POST /register.
-func (s *Server) register(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		writeError(w, ErrMethodNotAllowed)
-		return
-	}
-	if !s.authorized(r) {
-		writeError(w, fmt.Errorf("%w: a valid bearer token is required to register", ErrUnauthorized))
-		return
-	}
-	body, err := readBody(w, r, s.opts.MaxBodyBytes)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	var reg Registration
-	if err := json.Unmarshal(body, &reg); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", ErrInvalidMessage, err))
-		return
-	}
-	if reg, err = reg.normalize(); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := s.store(r.Context(), reg); err != nil {
-		s.log.Warn("nano: registration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
-		writeError(w, err)
-		return
-	}
-	s.log.Info("nano: service registered", "pattern", reg.Pattern, "address", reg.ServiceAddress)
-	writeJSON(w, http.StatusOK, reg)
-}
-
-// store writes a registration to the registry, then to the mirror.
-func (s *Server) store(ctx context.Context, reg Registration) error {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RegistryTimeout)
-	defer cancel()
-	if err := s.reg.register(ctx, reg); err != nil {
-		return err
-	}
-	s.routes.insert(reg.Pattern, newRoute(reg))
-	return nil
-}
-
-// authorized reports whether a write request carries the token, when one
-// is set. The comparison takes the same time whatever the token sent.
-func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.Token == "" {
-		return true
-	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
-}
-
-// proxy handles every path but /register: it routes the message by its
-// Pattern and passes the service's answer back.
+// proxy handles every path but the control endpoints: it routes the
+// message by its Pattern and passes the service's answer back.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		writeError(w, ErrMethodNotAllowed)
@@ -351,27 +319,36 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 
 // resolve finds the route of a canonical pattern: from the mirror, or on
 // a miss from the registry in one round trip shared by concurrent misses.
+// A mirrored route whose instances all expired counts as a miss.
 func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
-	if _, rt, ok := s.routes.lookup(p); ok {
+	if rt, ok := s.routes.lookup(p); ok && rt.live(time.Now()) {
 		return rt, nil
 	}
 	return s.misses.do(p, func() (*route, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.RegistryTimeout)
 		defer cancel()
-		reg, ok, err := s.reg.lookup(ctx, p)
+		pattern, members, err := s.reg.lookup(ctx, p)
 		if err != nil {
+			s.setReady(false, err)
 			return nil, err
 		}
-		if !ok {
+		if pattern == "" {
 			return nil, fmt.Errorf("%w %q", ErrNoService, p)
 		}
-		// A registration stored meanwhile is newer than what was read:
-		// keep it.
-		return s.routes.insertNew(reg.Pattern, newRoute(reg)), nil
+		s.routes.merge(pattern, members...)
+		rt, ok := s.routes.get(pattern)
+		if !ok { // deregistered meanwhile
+			return nil, fmt.Errorf("%w %q", ErrNoService, p)
+		}
+		return rt, nil
 	})
 }
 
-// forward sends the message to the service of rt and copies its answer.
+// forward sends the message to an instance of rt and copies its answer.
+// Instances are tried in round-robin order; an instance that refuses the
+// connection, or answers that none of its handlers matches, is dropped from
+// the mirror and the next one is tried. A call that may have reached a
+// handler is never sent again.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body []byte) {
 	ctx := r.Context()
 	if s.opts.UpstreamTimeout > 0 {
@@ -379,25 +356,59 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 		ctx, cancel = context.WithTimeout(ctx, s.opts.UpstreamTimeout)
 		defer cancel()
 	}
-	out, err := http.NewRequestWithContext(ctx, http.MethodPost, rt.url, bytes.NewReader(body))
-	if err != nil {
-		writeError(w, fmt.Errorf("%w: %q", ErrServiceUnavailable, rt.reg.Pattern))
-		return
+	header := make(http.Header, len(r.Header)+1)
+	copyHeader(header, r.Header)
+	if header.Get("Content-Type") == "" {
+		header.Set("Content-Type", "application/json")
 	}
-	copyHeader(out.Header, r.Header)
-	if out.Header.Get("Content-Type") == "" {
-		out.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := s.transport.RoundTrip(out)
-	if err != nil {
+
+	now := time.Now()
+	n, first := len(rt.instances), rt.start()
+	for i := range n {
+		in := rt.instances[(first+i)%n]
+		if !now.Before(in.expires) {
+			continue
+		}
+		resp, err := s.send(ctx, in, header, body)
+		if err == nil && (i == n-1 || resp.Header.Get(noHandlerHeader) == "") {
+			s.relay(w, resp)
+			return
+		}
+		if err == nil { // the instance no longer handles the pattern
+			resp.Body.Close()
+			err = &notHandledError{fmt.Errorf("%w: no handler", ErrNoService)}
+		}
 		if r.Context().Err() != nil {
 			return // the client went away; nobody reads an answer
 		}
-		err = transportError(ctx, err)
-		s.log.Debug("nano: proxied call failed", "pattern", rt.reg.Pattern, "address", rt.reg.ServiceAddress, "error", err)
-		writeError(w, upstreamError(err, rt.reg.Pattern))
-		return
+		if !notHandled(err) {
+			s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", in.addr, "error", err)
+			writeError(w, upstreamError(err, rt.pattern))
+			return
+		}
+		if s.routes.remove(rt.pattern, in.addr) {
+			s.log.Warn("nano: instance failed, trying another", "pattern", rt.pattern, "address", in.addr, "error", err)
+		}
 	}
+	writeError(w, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern))
+}
+
+// send posts the message to one instance.
+func (s *Server) send(ctx context.Context, in *instance, header http.Header, body []byte) (*http.Response, error) {
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, in.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	out.Header = header
+	resp, err := s.transport.RoundTrip(out)
+	if err != nil {
+		return nil, transportError(ctx, err)
+	}
+	return resp, nil
+}
+
+// relay copies a service's answer to the client.
+func (s *Server) relay(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)

@@ -94,6 +94,7 @@ const (
 	defaultRetryInterval = 5 * time.Second
 	defaultWriteTimeout  = time.Minute
 	firstRetry           = 100 * time.Millisecond
+	deregisterTimeout    = 5 * time.Second
 )
 
 // NewService returns a service reached at serviceAddress:servicePort that
@@ -286,9 +287,10 @@ func (s *Service) Serve(l net.Listener) error {
 // ListenAndServe.
 func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
-// Shutdown stops the service gracefully: it stops registering, stops
-// accepting connections and waits for the requests in flight to finish or
-// ctx to end. It is idempotent; later calls to Serve and Handle return
+// Shutdown stops the service gracefully: it stops renewing its
+// registrations, deregisters its patterns (so that servers route no new
+// message here), stops accepting connections and waits for the requests
+// in flight to finish or ctx to end. It is idempotent; later calls to Serve and Handle return
 // ErrClosed.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -297,11 +299,15 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	serving := s.serving
 	s.mu.Unlock()
 
 	close(s.done)
-	err := s.endpoints.shutdown(ctx)
 	s.loops.Wait()
+	if serving {
+		s.deregisterAll(ctx)
+	}
+	err := s.endpoints.shutdown(ctx)
 	s.client.Close()
 	return err
 }
@@ -336,52 +342,64 @@ func (s *Service) registration(p string) Registration {
 	return r
 }
 
-// startRegistration registers p in the background until the server
-// accepts it or the service shuts down. The caller holds s.mu.
+// startRegistration keeps p registered in the background until the
+// service shuts down. The caller holds s.mu.
 func (s *Service) startRegistration(p string) {
-	s.loops.Add(1)
-	go func() {
-		defer s.loops.Done()
-		s.registerLoop(p)
-	}()
+	s.loops.Go(func() { s.registerLoop(p) })
 }
 
+// registerLoop registers p, then renews the registration at a third of
+// the TTL the server announced. While the server cannot be reached it
+// retries after 100 ms, doubling the wait up to RetryInterval. A server
+// that refuses the registration (a wrong token, say) is not asked again.
 func (s *Service) registerLoop(p string) {
-	wait := firstRetry
-	for attempt := 1; ; attempt++ {
-		err := s.registerOnce(p)
+	retry, failures, registered := firstRetry, 0, false
+	for {
+		ttl, err := s.registerOnce(p)
+		wait := retry
 		switch {
 		case err == nil:
-			s.log.Info("nano: pattern registered", "pattern", p, "server", s.opts.Server, "attempts", attempt)
-			return
+			if !registered || failures > 0 {
+				s.log.Info("nano: pattern registered", "pattern", p, "server", s.opts.Server, "failed_attempts", failures)
+			}
+			registered, failures, retry = true, 0, firstRetry
+			wait = heartbeat(ttl)
 		case errors.Is(err, ErrClosed):
 			return
 		case permanent(err):
 			s.log.Error("nano: server refused registration", "pattern", p, "server", s.opts.Server, "error", err)
 			return
-		case attempt == 1:
-			s.log.Warn("nano: cannot register yet, retrying", "pattern", p, "server", s.opts.Server, "error", err)
 		default:
-			s.log.Debug("nano: registration retry failed", "pattern", p, "attempt", attempt, "error", err)
+			failures++
+			if failures == 1 {
+				s.log.Warn("nano: cannot register, retrying", "pattern", p, "server", s.opts.Server, "error", err)
+			} else {
+				s.log.Debug("nano: registration retry failed", "pattern", p, "attempt", failures, "error", err)
+			}
+			retry = min(2*retry, s.opts.RetryInterval)
 		}
 		select {
 		case <-s.done:
 			return
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, s.opts.RetryInterval)
 	}
 }
 
-// registerOnce sends one registration of p to the server.
-func (s *Service) registerOnce(p string) error {
+// heartbeat is the interval of renewals for a registration that lives
+// ttl: a third of it, so that two renewals may fail before it expires.
+func heartbeat(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		ttl = defaultTTL // a server that does not say, like the original
+	}
+	return max(ttl/3, 10*time.Millisecond)
+}
+
+// registerOnce sends one registration of p to the server and returns the
+// TTL the server announced, zero if it did not.
+func (s *Service) registerOnce(p string) (time.Duration, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if s.opts.CallTimeout > 0 {
-		var cancelTimeout context.CancelFunc
-		ctx, cancelTimeout = context.WithTimeout(ctx, s.opts.CallTimeout)
-		defer cancelTimeout()
-	}
 	go func() {
 		select {
 		case <-s.done:
@@ -389,14 +407,51 @@ func (s *Service) registerOnce(p string) error {
 		case <-ctx.Done():
 		}
 	}()
+	data, err := s.control(ctx, "/register", p)
+	if err != nil {
+		select {
+		case <-s.done:
+			return 0, ErrClosed
+		default:
+			return 0, err
+		}
+	}
+	var answer struct{ TTL float64 }
+	json.Unmarshal(data, &answer) // the original server answers with no body
+	return time.Duration(answer.TTL * float64(time.Second)), nil
+}
 
+// deregisterAll removes the service's patterns from the server, so that
+// no new message is routed here while the service drains.
+func (s *Service) deregisterAll(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	s.routes.each(func(p string, _ *handler) {
+		wg.Go(func() {
+			if _, err := s.control(ctx, "/deregister", p); err != nil {
+				s.log.Warn("nano: cannot deregister; the registration will expire", "pattern", p, "server", s.opts.Server, "error", err)
+			}
+		})
+	})
+	wg.Wait()
+}
+
+// control posts the registration of p to a control endpoint of the server
+// and returns the body of its 200 answer.
+func (s *Service) control(ctx context.Context, path, p string) ([]byte, error) {
+	if s.opts.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.CallTimeout)
+		defer cancel()
+	}
 	body, err := json.Marshal(s.registration(p))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.opts.Server+"/register", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.opts.Server+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if s.opts.Token != "" {
@@ -404,19 +459,14 @@ func (s *Service) registerOnce(p string) error {
 	}
 	resp, err := s.opts.Transport.RoundTrip(req)
 	if err != nil {
-		select {
-		case <-s.done:
-			return ErrClosed
-		default:
-			return transportError(ctx, err)
-		}
+		return nil, transportError(ctx, err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return errorFromResponse(resp.StatusCode, data)
+		return nil, errorFromResponse(resp.StatusCode, data)
 	}
-	return nil
+	return data, nil
 }
 
 // permanent reports whether a registration error will not go away by

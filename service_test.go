@@ -160,7 +160,7 @@ func TestServiceRetriesRegistration(t *testing.T) {
 		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 		o.RetryInterval = 200 * time.Millisecond
 	})
-	eventually(t, "a registration attempt fails", func() bool { return strings.Contains(logs.String(), "cannot register yet") })
+	eventually(t, "a registration attempt fails", func() bool { return strings.Contains(logs.String(), "cannot register, retrying") })
 
 	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: testLogger()})
 	if err != nil {

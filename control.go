@@ -1,0 +1,173 @@
+package nano
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The control endpoints of a Server, beside the proxying of messages:
+//
+//	POST /register     register or renew an instance of a pattern
+//	POST /deregister   remove an instance at once
+//	GET  /resolve      the live instances of the pattern that routes ?pattern=
+//	GET  /healthz      the process answers
+//	GET  /readyz       the registry answers and the mirror is loaded
+
+// registered is the answer to POST /register: the stored registration and
+// how long it lives unless renewed.
+type registered struct {
+	Registration
+	TTL float64 `json:"TTL"` // seconds
+}
+
+// resolution is the answer to GET /resolve.
+type resolution struct {
+	Pattern   string             `json:"Pattern"`   // the registered pattern that matched
+	Instances []resolvedInstance `json:"Instances"` // its live instances
+	TTL       float64            `json:"TTL"`       // seconds an instance lives unless renewed
+}
+
+type resolvedInstance struct {
+	ServiceAddress string    `json:"ServiceAddress"`
+	Expires        time.Time `json:"Expires"`
+}
+
+// register handles POST /register: it adds the instance, or renews it.
+func (s *Server) register(w http.ResponseWriter, r *http.Request) {
+	reg, ok := s.readRegistration(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RegistryTimeout)
+	defer cancel()
+	m, err := s.reg.register(ctx, reg, s.opts.TTL)
+	if err != nil {
+		s.setReady(false, err)
+		s.log.Warn("nano: registration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
+		writeError(w, err)
+		return
+	}
+	s.setReady(true, nil)
+	if s.routes.merge(reg.Pattern, m) {
+		s.log.Info("nano: service registered", "pattern", reg.Pattern, "address", reg.ServiceAddress)
+	}
+	writeJSON(w, http.StatusOK, registered{reg, s.opts.TTL.Seconds()})
+}
+
+// deregister handles POST /deregister: it removes the instance at once.
+func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
+	reg, ok := s.readRegistration(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RegistryTimeout)
+	defer cancel()
+	if err := s.reg.deregister(ctx, reg); err != nil {
+		s.setReady(false, err)
+		writeError(w, err)
+		return
+	}
+	if s.routes.remove(reg.Pattern, reg.ServiceAddress) {
+		s.log.Info("nano: service deregistered", "pattern", reg.Pattern, "address", reg.ServiceAddress)
+	}
+	writeJSON(w, http.StatusOK, reg)
+}
+
+// readRegistration checks method and token and decodes the registration
+// of a write request; it answers the request itself when they are wrong.
+func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Registration, bool) {
+	var reg Registration
+	if r.Method != http.MethodPost {
+		writeError(w, ErrMethodNotAllowed)
+		return reg, false
+	}
+	if !s.authorized(r) {
+		writeError(w, fmt.Errorf("%w: a valid bearer token is required", ErrUnauthorized))
+		return reg, false
+	}
+	body, err := readBody(w, r, s.opts.MaxBodyBytes)
+	if err != nil {
+		writeError(w, err)
+		return reg, false
+	}
+	if err := json.Unmarshal(body, &reg); err != nil {
+		writeError(w, fmt.Errorf("%w: %v", ErrInvalidMessage, err))
+		return reg, false
+	}
+	if reg, err = reg.normalize(); err != nil {
+		writeError(w, err)
+		return reg, false
+	}
+	return reg, true
+}
+
+// authorized reports whether a write request carries the token, when one
+// is set. The comparison takes the same time whatever the token sent.
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.Token == "" {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
+}
+
+// resolveEndpoint handles GET /resolve?pattern=...: the pattern a message
+// with that Pattern is routed by, and its live instances.
+func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
+	if !allowGet(w, r) {
+		return
+	}
+	p, err := parsePattern(r.URL.Query().Get("pattern"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rt, err := s.resolve(r.Context(), p)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	res := resolution{Pattern: rt.pattern, TTL: s.opts.TTL.Seconds()}
+	now := time.Now()
+	for _, in := range rt.instances {
+		if now.Before(in.expires) {
+			res.Instances = append(res.Instances, resolvedInstance{in.addr, in.expires.UTC()})
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// healthz handles GET /healthz: the process is alive.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if allowGet(w, r) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+// readyz handles GET /readyz: 200 while the registry answers (the mirror
+// was loaded at start), 503 while it does not.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if !allowGet(w, r) {
+		return
+	}
+	if !s.ready.Load() {
+		writeError(w, ErrRegistryUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// allowGet answers 405 to anything but GET and HEAD.
+func allowGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	writeError(w, ErrMethodNotAllowed)
+	return false
+}

@@ -1,0 +1,113 @@
+package nano
+
+import (
+	"context"
+	"time"
+)
+
+// How a Server keeps its mirror in step with the registry: events from
+// other servers as they happen, a full resync now and then, and a sweep
+// that drops the instances whose registration expired.
+
+// maintain runs the resyncs and the sweeps until Shutdown.
+func (s *Server) maintain() {
+	sweep := time.NewTicker(min(time.Second, s.opts.TTL/10))
+	defer sweep.Stop()
+	var resync <-chan time.Time
+	if _, shared := s.reg.(*redisRegistry); shared {
+		t := time.NewTicker(s.opts.ResyncInterval)
+		defer t.Stop()
+		resync = t.C
+	}
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-sweep.C:
+			s.sweep(now)
+		case <-resync:
+			s.resyncLogged()
+		case <-s.resyncNow:
+			s.resyncLogged()
+		}
+	}
+}
+
+// resync merges every live instance of the registry into the mirror. It
+// adds and renews, and never removes: instances leave the mirror when they
+// expire or are deregistered, so that a registry that lost its data (a
+// Redis restarted empty) does not take routes away until the services
+// have registered again.
+func (s *Server) resync(ctx context.Context) error {
+	all, err := s.reg.all(ctx)
+	if err != nil {
+		s.setReady(false, err)
+		return err
+	}
+	for p, members := range all {
+		s.routes.merge(p, members...)
+	}
+	s.setReady(true, nil)
+	return nil
+}
+
+func (s *Server) resyncLogged() {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*s.opts.RegistryTimeout)
+	defer cancel()
+	if err := s.resync(ctx); err != nil {
+		s.log.Debug("nano: resync failed", "error", err)
+	}
+}
+
+// requestResync asks the maintenance loop for a resync soon, as after the
+// subscription to events was (re)established and events may have been
+// missed.
+func (s *Server) requestResync() {
+	select {
+	case s.resyncNow <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+// apply follows a change another server (or this one) made.
+func (s *Server) apply(ev event) {
+	p, err := parsePattern(ev.Pattern)
+	if err != nil || dialAddr(ev.ServiceAddress) != nil {
+		return
+	}
+	switch ev.Op {
+	case "register":
+		if s.routes.merge(p, member{ev.ServiceAddress, time.UnixMilli(ev.Expires)}) {
+			s.log.Debug("nano: instance learnt", "pattern", p, "address", ev.ServiceAddress)
+		}
+	case "deregister":
+		if s.routes.remove(p, ev.ServiceAddress) {
+			s.log.Info("nano: service deregistered", "pattern", p, "address", ev.ServiceAddress)
+		}
+	}
+}
+
+// sweep drops the expired instances from the mirror, and from the
+// embedded registry.
+func (s *Server) sweep(now time.Time) {
+	if mem, ok := s.reg.(*memRegistry); ok {
+		mem.t.sweep(now)
+	}
+	for p, addrs := range s.routes.sweep(now) {
+		for _, a := range addrs {
+			s.log.Info("nano: registration expired", "pattern", p, "address", a)
+		}
+	}
+}
+
+// setReady records whether the registry answers, logging the changes.
+func (s *Server) setReady(ready bool, cause error) {
+	if s.ready.Swap(ready) == ready {
+		return
+	}
+	if ready {
+		s.log.Info("nano: registry reachable again")
+	} else {
+		s.log.Warn("nano: registry unreachable; routing from the mirror", "error", cause)
+	}
+}
