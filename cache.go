@@ -286,6 +286,26 @@ func (t *routeTable) remove(p, addr string) bool {
 	return t.removeLocked(p, func(in *instance) bool { return in.addr == addr }) > 0
 }
 
+// renewAll extends to until the expiry of every instance that would
+// expire sooner.
+func (t *routeTable) renewAll(until time.Time) {
+	t.m.each(func(p string, r *route) {
+		members := make([]member, len(r.instances))
+		for i, in := range r.instances {
+			members[i] = member{in.addr, until}
+		}
+		t.merge(p, members...)
+	})
+}
+
+// drop removes the route of pattern p if it is still old, or whatever it
+// is when old is nil.
+func (t *routeTable) drop(p string, old *route) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.m.deleteIf(p, func(cur *route) bool { return old != nil && cur != old })
+}
+
 // sweep drops the instances that expired before now and returns them, by
 // pattern.
 func (t *routeTable) sweep(now time.Time) map[string][]string {

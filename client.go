@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -23,11 +25,12 @@ type ClientOptions struct {
 	// Timeout bounds one call of Act, including a fallback to the server.
 	// Zero means 30 seconds; negative means no timeout beyond the context's.
 	Timeout time.Duration
-	// PeerTTL is how long a peer learnt from a server's answer is called
-	// directly before the client asks the server again. Zero means one
-	// minute; negative disables the peer cache (every call goes through the
-	// server). The cache holds at most MaxPeers patterns; past that, new
-	// patterns go through the server until entries expire.
+	// PeerTTL is how long the instances of a pattern, learnt from the
+	// server, are called directly before the client asks the server again
+	// (sooner if the server's TTL is shorter). Zero means 10 seconds;
+	// negative disables the peer cache, and every call goes through the
+	// server. The cache holds at most MaxPeers patterns; past that, new
+	// patterns go through the server until entries are due for refresh.
 	PeerTTL time.Duration
 	// MaxResponseBytes limits the size of an answer. Zero means 4 MiB.
 	MaxResponseBytes int64
@@ -41,29 +44,27 @@ type ClientOptions struct {
 // MaxPeers is the largest number of patterns a Client caches peers for.
 const MaxPeers = 10_000
 
-// Client calls nanoservices by pattern with Act. The first call for a
-// pattern goes through the nano server; the answer names the service that
-// handled it, and later calls for that pattern go straight to that service
-// until PeerTTL passes or the service stops answering, when the client
-// falls back to the server again.
+// Client calls nanoservices by pattern with Act. For a pattern it has not
+// called yet, it asks the nano server for the live instances of the
+// pattern that routes it (GET /resolve), then calls those instances
+// directly, in turn, until PeerTTL passes and it asks again. An instance
+// that refuses the connection is dropped; when none is left, the call goes
+// through the server.
 //
 // A Client is safe for concurrent use. Services have one built in; programs
 // that only call services create their own with NewClient: the zero Client
 // is not usable.
 type Client struct {
-	opts      ClientOptions     // with defaults applied
-	log       *slog.Logger      // opts.Logger
-	transport http.RoundTripper // opts.Transport, shared by every call
-	serverURL string            // "http://" + opts.Server + "/"
-	peers     mirror[*peer]     // pattern -> the peer the server chose for it
-	closed    atomic.Bool       // set by Close
-}
+	opts       ClientOptions     // with defaults applied
+	log        *slog.Logger      // opts.Logger
+	transport  http.RoundTripper // opts.Transport, shared by every call
+	serverURL  string            // "http://" + opts.Server + "/"
+	resolveURL string            // the server's /resolve?pattern=
+	peers      routeTable        // exact pattern -> its instances
+	resolving  flight[*route]    // merges concurrent resolves of a pattern
+	closed     atomic.Bool       // set by Close
 
-// peer is a service a Client calls directly.
-type peer struct {
-	reg     Registration
-	url     string
-	expires time.Time
+	legacyServer atomic.Bool // the server has no /resolve
 }
 
 // envelope is a service's answer to a message with "ServiceRequest": true.
@@ -76,7 +77,7 @@ type envelope struct {
 // Defaults of the options.
 const (
 	defaultCallTimeout  = 30 * time.Second
-	defaultPeerTTL      = time.Minute
+	defaultPeerTTL      = 10 * time.Second
 	defaultMaxBodyBytes = 4 << 20
 )
 
@@ -99,10 +100,11 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.Logger = slog.Default()
 	}
 	return &Client{
-		opts:      opts,
-		log:       opts.Logger,
-		transport: opts.Transport,
-		serverURL: "http://" + opts.Server + "/",
+		opts:       opts,
+		log:        opts.Logger,
+		transport:  opts.Transport,
+		serverURL:  "http://" + opts.Server + "/",
+		resolveURL: "http://" + opts.Server + "/resolve?pattern=",
 	}, nil
 }
 
@@ -119,11 +121,13 @@ func (c *Client) Act(msg []byte, pattern string) ([]byte, error) {
 // pattern keys the peer cache; the message's own "Pattern" field is what
 // the server and the service route by, so they are normally the same. The
 // call asks for the ServiceRequest envelope (adding "ServiceRequest": true
-// to the message when it is not there) to learn which service answered,
-// and later calls with the same pattern go to that service directly.
+// to the message when it is not there), which tells a service's answer
+// apart from anything else listening at its address, and names the service
+// that answered through a server without /resolve.
 //
 // A peer that refuses the connection, or no longer handles the pattern, is
-// dropped and the call goes through the server instead. A call that may
+// dropped and the next one is tried; when none is left the call goes
+// through the server. A call that may
 // have reached a handler (a timeout, a handler error) is not retried.
 // Errors from the server or the service are *Error values: errors.Is(err,
 // ErrNoService) tells that nothing handles the pattern.
@@ -145,15 +149,16 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 		defer cancel()
 	}
 
-	if pr, ok := c.peers.get(p); ok && time.Now().Before(pr.expires) {
-		env, err := c.post(ctx, pr.url, body)
-		if err == nil {
-			return env.Payload, nil
-		}
-		if !notHandled(err) {
+	if c.opts.PeerTTL > 0 {
+		rt, err := c.peersOf(ctx, p)
+		if errors.Is(err, ErrNoService) {
 			return nil, err
 		}
-		c.forget(p, pr, err)
+		if rt != nil {
+			if payload, err, done := c.callPeers(ctx, p, rt, body); done {
+				return payload, err
+			}
+		}
 	}
 	env, err := c.post(ctx, c.serverURL, body)
 	if err != nil {
@@ -175,44 +180,140 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// learn caches the service that the server chose for pattern p. The
-// entry serves that exact pattern only: the server may route a longer
-// pattern to a more specific service the client has not seen.
+// peersOf returns the instances to call for pattern p: from the cache
+// while fresh, else from the server's /resolve (one request for all
+// concurrent callers). When the server cannot be asked, a stale entry
+// still serves: its instances are only tried. It returns nil, and no error
+// but ErrNoService, when the call should go through the server.
+func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
+	cached, ok := c.peers.get(p)
+	if ok && time.Now().Before(cached.refresh) {
+		return cached, nil
+	}
+	if c.legacyServer.Load() {
+		return cached, nil
+	}
+	rt, err := c.resolving.do(p, func() (*route, error) { return c.resolve(ctx, p) })
+	switch {
+	case err == nil:
+		return rt, nil
+	case errors.Is(err, ErrNoService):
+		c.peers.drop(p, nil)
+		return nil, err
+	default:
+		c.log.Debug("nano: cannot resolve", "pattern", p, "error", err)
+		return cached, nil
+	}
+}
+
+// resolve asks the server for the live instances of the pattern that
+// routes p, and caches them under p until PeerTTL passes (or the TTL the
+// server announced, if shorter). A server without /resolve (the original
+// library's answers 405) is not asked again; the client then learns one
+// instance from each answer that comes through the server.
+func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.resolveURL+url.QueryEscape(p), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.transport.RoundTrip(req)
+	if err != nil {
+		return nil, transportError(ctx, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.opts.MaxResponseBytes))
+	if err != nil {
+		return nil, transportError(ctx, err)
+	}
+	if resp.StatusCode == http.StatusMethodNotAllowed {
+		c.legacyServer.Store(true)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, errorFromResponse(resp.StatusCode, data)
+	}
+	var res resolution
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, fmt.Errorf("%w: bad /resolve answer: %v", ErrServiceUnavailable, err)
+	}
+	ttl := c.opts.PeerTTL
+	if server := time.Duration(res.TTL * float64(time.Second)); server > 0 {
+		ttl = min(ttl, server)
+	}
+	rt := &route{pattern: p, refresh: time.Now().Add(ttl)}
+	for _, in := range res.Instances {
+		if dialAddr(in.ServiceAddress) == nil {
+			rt.instances = append(rt.instances, newInstance(in.ServiceAddress, in.Expires))
+		}
+	}
+	if len(rt.instances) == 0 {
+		return nil, fmt.Errorf("%w %q", ErrNoService, p)
+	}
+	c.remember(rt)
+	return rt, nil
+}
+
+// callPeers sends the message to the instances of rt in round-robin
+// order. An instance that refuses the connection or no longer handles the
+// pattern is dropped and the next one tried; done is false when none
+// answered, and the call should go through the server.
+func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte) (payload []byte, err error, done bool) {
+	n, first := len(rt.instances), rt.start()
+	for i := range n {
+		in := rt.instances[(first+i)%n]
+		env, err := c.post(ctx, in.url, body)
+		if err == nil {
+			return env.Payload, nil, true
+		}
+		if !notHandled(err) {
+			return nil, err, true
+		}
+		if c.peers.remove(p, in.addr) {
+			c.log.Debug("nano: dropped cached peer", "pattern", p, "address", in.addr, "error", err)
+		}
+	}
+	return nil, nil, false
+}
+
+// learn caches the service that answered a call through the server, for
+// servers without /resolve. The entry serves that exact pattern only: the
+// server may route a longer pattern to a more specific service.
 func (c *Client) learn(p string, reg Registration) {
-	if c.opts.PeerTTL < 0 {
+	if c.opts.PeerTTL <= 0 {
 		return
+	}
+	if _, ok := c.peers.get(p); ok {
+		return // resolved: the server's list is better than one answer
 	}
 	reg, err := reg.normalize()
 	if err != nil {
 		return // an answer without a usable Service: nothing to cache
 	}
+	now := time.Now()
+	c.remember(&route{
+		pattern:   p,
+		instances: []*instance{newInstance(reg.ServiceAddress, now.Add(c.opts.PeerTTL))},
+		refresh:   now.Add(c.opts.PeerTTL),
+	})
+}
+
+// remember caches rt, unless the cache is full of fresh entries.
+func (c *Client) remember(rt *route) {
 	if c.peers.len() >= MaxPeers && !c.prune() {
 		return
 	}
-	c.peers.insert(p, &peer{
-		reg:     reg,
-		url:     "http://" + reg.ServiceAddress + "/",
-		expires: time.Now().Add(c.opts.PeerTTL),
-	})
+	c.peers.set(rt)
 }
 
-// prune drops the expired peers and reports whether there is room for
-// another.
+// prune drops the entries due for refresh and reports whether there is
+// room for another.
 func (c *Client) prune() bool {
 	now := time.Now()
-	c.peers.each(func(p string, pr *peer) {
-		if now.After(pr.expires) {
-			c.peers.deleteIf(p, func(cur *peer) bool { return cur != pr })
+	c.peers.each(func(rt *route) {
+		if now.After(rt.refresh) {
+			c.peers.drop(rt.pattern, rt)
 		}
 	})
 	return c.peers.len() < MaxPeers
-}
-
-// forget drops a peer that failed, unless another call replaced it already.
-func (c *Client) forget(pattern string, pr *peer, cause error) {
-	if c.peers.deleteIf(pattern, func(cur *peer) bool { return cur != pr }) {
-		c.log.Debug("nano: dropped cached peer", "pattern", pattern, "address", pr.reg.ServiceAddress, "error", cause)
-	}
 }
 
 // post sends body to url and decodes the envelope of the answer.
@@ -253,8 +354,9 @@ func (c *Client) post(ctx context.Context, url string, body []byte) (envelope, e
 const noHandlerHeader = "Nano-Error"
 
 // notHandledError wraps the failure of a call that reached no handler: the
-// connection was refused, the peer no longer handles the pattern, or it is
-// not a nano service. Only such a call may be sent again elsewhere.
+// connection was refused or reset before the request was read, the peer
+// no longer handles the pattern, or it is not a nano service. Only such a
+// call may be sent again elsewhere.
 type notHandledError struct{ err error }
 
 func (e *notHandledError) Error() string { return e.err.Error() }
@@ -275,6 +377,14 @@ func transportError(ctx context.Context, err error) error {
 		return ctxErr
 	}
 	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
+		return &notHandledError{fmt.Errorf("%w: %w", ErrServiceUnavailable, err)}
+	}
+	// A reset before any answer means the peer's process never read the
+	// request: it had exited (a kept-alive connection to a killed
+	// instance), or the request was still unread in its socket when it
+	// did. A process that read the request and then died closes with a
+	// FIN, and that call may have reached a handler: it is not retried.
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return &notHandledError{fmt.Errorf("%w: %w", ErrServiceUnavailable, err)}
 	}
 	return fmt.Errorf("%w: %v", ErrServiceUnavailable, err)

@@ -133,7 +133,7 @@ func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res := resolution{Pattern: rt.pattern, TTL: s.opts.TTL.Seconds()}
-	now := time.Now()
+	now := s.now()
 	for _, in := range rt.instances {
 		if now.Before(in.expires) {
 			res.Instances = append(res.Instances, resolvedInstance{in.addr, in.expires.UTC()})

@@ -51,6 +51,14 @@ type redisProc struct {
 	mini *miniredis.Miniredis
 }
 
+// redisArgs are the arguments of a test redis-server: loopback only, no
+// persistence, so that a restarted one starts empty.
+func redisArgs(port int, dir string) []string {
+	return []string{"--bind", "127.0.0.1", "--port", fmt.Sprint(port),
+		"--save", "", "--appendonly", "no", "--dir", dir,
+		"--logfile", filepath.Join(dir, "redis.log")}
+}
+
 // startRedis starts a redis-server on a free loopback port in a temporary
 // folder. Without a redis-server binary it falls back to miniredis, unless
 // NANO_TEST_REQUIRE_REDIS is set (as CI sets it).
@@ -75,25 +83,61 @@ func startRedis() (*redisProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port),
-		"--save", "", "--appendonly", "no", "--dir", dir,
-		"--logfile", filepath.Join(dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
+	r := &redisProc{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir}
+	if err := r.run(bin, port); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	r := &redisProc{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, dir: dir}
+	return r, nil
+}
+
+// run starts the redis-server process and waits until it answers.
+func (r *redisProc) run(bin string, port int) error {
+	r.cmd = exec.Command(bin, redisArgs(port, r.dir)...)
+	if err := r.cmd.Start(); err != nil {
+		return err
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer rdb.Close()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if rdb.Ping(context.Background()).Err() == nil {
-			return r, nil
+			return nil
 		}
 		if time.Now().After(deadline) {
-			r.stop()
-			return nil, fmt.Errorf("redis-server on %s did not start", r.Addr)
+			r.cmd.Process.Kill()
+			r.cmd.Wait()
+			return fmt.Errorf("redis-server on %s did not start", r.Addr)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops the redis-server abruptly, keeping its address for restart.
+func (r *redisProc) kill(t *testing.T) {
+	t.Helper()
+	if r.mini != nil {
+		r.mini.Close()
+		return
+	}
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+}
+
+// restart starts a killed Redis again on the same address, empty.
+func (r *redisProc) restart(t *testing.T) {
+	t.Helper()
+	if r.mini != nil {
+		if err := r.mini.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		r.mini.FlushAll()
+		return
+	}
+	_, portStr, _ := net.SplitHostPort(r.Addr)
+	var port int
+	fmt.Sscan(portStr, &port)
+	if err := r.run(r.cmd.Path, port); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -103,8 +147,10 @@ func (r *redisProc) stop() {
 		r.mini.Close()
 		return
 	}
-	r.cmd.Process.Kill()
-	r.cmd.Wait()
+	if r.cmd.ProcessState == nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	}
 	os.RemoveAll(r.dir)
 }
 

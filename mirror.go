@@ -23,8 +23,8 @@ func (s *Server) maintain() {
 		select {
 		case <-s.stop:
 			return
-		case now := <-sweep.C:
-			s.sweep(now)
+		case <-sweep.C:
+			s.sweep(s.now())
 		case <-resync:
 			s.resyncLogged()
 		case <-s.resyncNow:
@@ -100,12 +100,26 @@ func (s *Server) sweep(now time.Time) {
 	}
 }
 
+// now is the time registrations expire by. While the registry cannot be
+// reached, services cannot renew their registrations, so expiry stops:
+// the mirror keeps routing what it knows, and an instance that is really
+// gone is dropped when it refuses a connection.
+func (s *Server) now() time.Time {
+	if !s.ready.Load() {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
 // setReady records whether the registry answers, logging the changes.
 func (s *Server) setReady(ready bool, cause error) {
 	if s.ready.Swap(ready) == ready {
 		return
 	}
 	if ready {
+		// Services could not renew while the registry was away: give them
+		// one TTL to do so before anything they registered expires.
+		s.routes.renewAll(time.Now().Add(s.opts.TTL))
 		s.log.Info("nano: registry reachable again")
 	} else {
 		s.log.Warn("nano: registry unreachable; routing from the mirror", "error", cause)

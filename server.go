@@ -158,9 +158,9 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		stop:      make(chan struct{}),
 	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
+	s.ready.Store(true)
 	if opts.Redis == nil {
 		s.reg = &memRegistry{}
-		s.ready.Store(true)
 		s.loops.Go(s.maintain)
 		return s, nil
 	}
@@ -321,7 +321,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 // a miss from the registry in one round trip shared by concurrent misses.
 // A mirrored route whose instances all expired counts as a miss.
 func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
-	if rt, ok := s.routes.lookup(p); ok && rt.live(time.Now()) {
+	if rt, ok := s.routes.lookup(p); ok && rt.live(s.now()) {
 		return rt, nil
 	}
 	return s.misses.do(p, func() (*route, error) {
@@ -362,7 +362,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 		header.Set("Content-Type", "application/json")
 	}
 
-	now := time.Now()
+	now := s.now()
 	n, first := len(rt.instances), rt.start()
 	for i := range n {
 		in := rt.instances[(first+i)%n]
