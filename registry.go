@@ -3,6 +3,7 @@ package nano
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -173,12 +174,86 @@ type redisRegistry struct {
 // newRedisRegistry connects to Redis and checks that it answers.
 func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string) (*redisRegistry, error) {
 	o := *opts
-	rdb := redis.NewUniversalClient(&o)
+	rdb := newUniversalClient(&o)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("%w: redis %s: %v", ErrRegistryUnavailable, strings.Join(o.Addrs, ","), err)
 	}
 	return &redisRegistry{rdb: rdb, prefix: prefix}, nil
+}
+
+// newUniversalClient is redis.NewUniversalClient, except that a Cluster
+// client learns the slots from CLUSTER NODES: go-redis v8 cannot read the
+// CLUSTER SLOTS answer of Redis 7 and later.
+func newUniversalClient(o *redis.UniversalOptions) redis.UniversalClient {
+	if o.MasterName != "" || len(o.Addrs) <= 1 {
+		return redis.NewUniversalClient(o)
+	}
+	co := o.Cluster()
+	co.ClusterSlots = func(ctx context.Context) ([]redis.ClusterSlot, error) { return clusterSlots(ctx, o) }
+	return redis.NewClusterClient(co)
+}
+
+// clusterSlots asks the seed nodes in turn for CLUSTER NODES.
+func clusterSlots(ctx context.Context, o *redis.UniversalOptions) ([]redis.ClusterSlot, error) {
+	var errs []error
+	for _, addr := range o.Addrs {
+		so := o.Simple()
+		so.Addr = addr
+		c := redis.NewClient(so)
+		text, err := c.ClusterNodes(ctx).Result()
+		c.Close()
+		if err == nil {
+			return parseClusterNodes(text), nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+// parseClusterNodes reads the slots served by each healthy master, with
+// its replicas, from the text of CLUSTER NODES: one node per line, as
+// "id ip:port@cport[,hostname] flags master-id ping pong epoch link slot...".
+func parseClusterNodes(text string) []redis.ClusterSlot {
+	type node struct {
+		id, addr string
+		slots    []string
+	}
+	var masters []node
+	replicas := make(map[string][]redis.ClusterNode) // by master id
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || strings.Contains(f[2], "fail") || strings.Contains(f[2], "noaddr") {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		addr, _, _ = strings.Cut(addr, ",")
+		switch {
+		case strings.Contains(f[2], "master"):
+			masters = append(masters, node{f[0], addr, f[8:]})
+		case strings.Contains(f[2], "slave"), strings.Contains(f[2], "replica"):
+			replicas[f[3]] = append(replicas[f[3]], redis.ClusterNode{ID: f[0], Addr: addr})
+		}
+	}
+	var slots []redis.ClusterSlot
+	for _, m := range masters {
+		nodes := append([]redis.ClusterNode{{ID: m.id, Addr: m.addr}}, replicas[m.id]...)
+		for _, r := range m.slots {
+			if strings.HasPrefix(r, "[") {
+				continue // a slot being migrated
+			}
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			start, err1 := strconv.Atoi(lo)
+			end, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil {
+				slots = append(slots, redis.ClusterSlot{Start: start, End: end, Nodes: nodes})
+			}
+		}
+	}
+	return slots
 }
 
 func (r *redisRegistry) key(pattern string) string { return r.prefix + "pattern:" + pattern }

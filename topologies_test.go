@@ -1,0 +1,143 @@
+package nano_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis/v8"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+// Redis Sentinel and Redis Cluster, started from the redis-server binary
+// on loopback ports: the registry works through redis.UniversalOptions
+// with either.
+
+// TestSentinel runs the registry on a master found through a Sentinel.
+func TestSentinel(t *testing.T) {
+	bin := redisBinary(t)
+	master := runRedis(t, bin, nil)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	err := os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor nanotest %s 1\n", strings.Replace(master, ":", " ", 1))), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentinel := runRedis(t, bin, []string{conf, "--sentinel"})
+
+	opts := nano.ServerOptions{Redis: &redis.UniversalOptions{MasterName: "nanotest", Addrs: []string{sentinel}}}
+	checkSharedRegistry(t, opts)
+}
+
+// TestCluster runs the registry on a three-master Redis Cluster, so that
+// the patterns of one lookup pipeline and of one resync fall on several
+// nodes.
+func TestCluster(t *testing.T) {
+	bin := redisBinary(t)
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("redis-cli not found")
+	}
+	var nodes []string
+	for range 3 {
+		nodes = append(nodes, runRedis(t, bin, []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}))
+	}
+	create := exec.Command(cli, append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")...)
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, node := range nodes {
+		rdb := redis.NewClient(&redis.Options{Addr: node})
+		eventually(t, node+" sees the cluster up", func() bool {
+			info, err := rdb.ClusterInfo(context.Background()).Result()
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
+		rdb.Close()
+	}
+
+	opts := nano.ServerOptions{Redis: &redis.UniversalOptions{Addrs: nodes}}
+	checkSharedRegistry(t, opts)
+}
+
+// checkSharedRegistry registers patterns through one server and checks
+// that a second one, started before, and a third, started after, route
+// them all; and that a deregistration reaches the others.
+func checkSharedRegistry(t *testing.T, opts nano.ServerOptions) {
+	t.Helper()
+	opts.KeyPrefix = "nanotest:" + t.Name() + ":"
+	_, a := startServer(t, opts)
+	_, b := startServer(t, opts)
+	echo := idService(t, "127.0.0.1:1", "role:t", "echo")
+	const n = 20
+	for i := range n {
+		reg := fmt.Sprintf(`{"Pattern":"role:t,n:%d","ServiceAddress":%q}`, i, echo)
+		if status, body := post(t, "http://"+a+"/register", reg); status != http.StatusOK {
+			t.Fatalf("register %d: %d %s", i, status, body)
+		}
+	}
+	_, c := startServer(t, opts)
+	for _, addr := range []string{b, c} {
+		for i := range n {
+			waitAnswer(t, addr, fmt.Sprintf(`{"Pattern":"role:t,n:%d,x:y"}`, i), `{"ID":"echo"}`)
+		}
+	}
+	reg := fmt.Sprintf(`{"Pattern":"role:t,n:0","ServiceAddress":%q}`, echo)
+	if status, body := post(t, "http://"+a+"/deregister", reg); status != http.StatusOK {
+		t.Fatalf("deregister: %d %s", status, body)
+	}
+	for _, addr := range []string{b, c} {
+		eventually(t, "the deregistration reaches "+addr, func() bool { return resolveCount(t, addr, "role:t,n:0") == 0 })
+	}
+}
+
+func redisBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not found: Sentinel and Cluster need the real one")
+	}
+	return bin
+}
+
+// runRedis starts redis-server with extra arguments (a config file first,
+// if any) on a free port in a folder of its own, stopped when the test
+// ends, and returns its address once it answers.
+func runRedis(t *testing.T, bin string, extra []string) string {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var args []string
+	if len(extra) > 0 && !strings.HasPrefix(extra[0], "--") {
+		args, extra = append(args, extra[0]), extra[1:]
+	}
+	args = append(append(args, redisArgs(port, dir)...), extra...)
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	for deadline := time.Now().Add(10 * time.Second); rdb.Ping(context.Background()).Err() != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			t.Fatalf("redis-server %v did not start:\n%s", args, log)
+		}
+	}
+	return addr
+}
