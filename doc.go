@@ -12,11 +12,13 @@
 // the registry in a radix tree and proxies each JSON message it receives to
 // the service of the longest matching pattern.
 //
-// A Service registers its patterns at a server, serves their handlers and
-// calls other services with Act. The first Act for a pattern goes through
-// the server; the answer names the service that handled it, and later
-// calls go to that service directly. A Client does the same for programs
-// that only call services.
+// A Service registers its patterns at a server and renews the
+// registrations while it runs, serves their handlers and calls other
+// services with Act. Act asks the server once which instances serve a
+// pattern, then calls them directly, in turn; a Client does the same for
+// programs that only call services. Many instances may serve one pattern,
+// and many servers may share one Redis: instances share the traffic, and a
+// dead one is skipped, then forgotten when its registration expires.
 //
 // NewServer, Server.Listen, NewService, Service.Add and Service.Act keep the
 // signatures and the HTTP wire format of the original go-nano, so programs

@@ -102,7 +102,7 @@ func run() error {
 		fmt.Printf("  %s\n    -> %s\n", msg, postMessage(ctx, serverAddr, msg))
 	}
 
-	fmt.Println("\nWith Act (the first call goes through the server, the next ones straight to the service):")
+	fmt.Println("\nWith Act (the client asks the server once where the pattern is served, then calls the service directly):")
 	for i := 1; i <= 3; i++ {
 		msg := fmt.Sprintf(`{"Pattern":"role:math,cmd:sum","Left":%d,"Right":%d}`, i, i*10)
 		answer, err := client.ActContext(ctx, []byte(msg), "role:math,cmd:sum")
