@@ -229,8 +229,9 @@ type member struct {
 // replace routes; readers need no lock beyond the mirror's. A zero
 // routeTable is empty and ready to use; it is safe for concurrent use.
 type routeTable struct {
-	mu sync.Mutex // serializes writers, so that no change is lost
-	m  mirror[*route]
+	mu   sync.Mutex           // serializes writers, so that no change is lost; guards gone
+	m    mirror[*route]       // pattern -> route
+	gone map[string]time.Time // pattern + " " + addr -> tombstone, see remove
 }
 
 // lookup returns the route of the longest pattern that is a whole-field
@@ -244,18 +245,22 @@ func (t *routeTable) lookup(p string) (*route, bool) {
 func (t *routeTable) get(p string) (*route, bool) { return t.m.get(p) }
 
 // merge adds members to the route of pattern p, or extends the expiry of
-// those it has. It reports whether an address was new.
+// those it has. A member removed with a tombstone is skipped unless it
+// expires after the tombstone: it was read before the removal. It reports
+// whether an address was new.
 func (t *routeTable) merge(p string, members ...member) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old, _ := t.m.get(p)
-	r := &route{pattern: p}
+	r := t.successor(p, old)
 	if old != nil {
 		r.instances = slices.Clone(old.instances)
-		r.refresh = old.refresh
 	}
 	added := false
 	for _, mb := range members {
+		if until, ok := t.gone[p+" "+mb.addr]; ok && !mb.expires.After(until) {
+			continue
+		}
 		i := slices.IndexFunc(r.instances, func(in *instance) bool { return in.addr == mb.addr })
 		switch {
 		case i < 0:
@@ -271,6 +276,17 @@ func (t *routeTable) merge(p string, members ...member) bool {
 	return added
 }
 
+// successor returns a new, empty route to replace old (which may be nil),
+// carrying on its round-robin position and refresh time.
+func (t *routeTable) successor(p string, old *route) *route {
+	r := &route{pattern: p}
+	if old != nil {
+		r.next.Store(old.next.Load())
+		r.refresh = old.refresh
+	}
+	return r
+}
+
 // set replaces the route of pattern p.
 func (t *routeTable) set(r *route) {
 	t.mu.Lock()
@@ -280,21 +296,41 @@ func (t *routeTable) set(r *route) {
 
 // remove drops the instance at addr from the route of pattern p, and the
 // route once it has no instance left. It reports whether it was there.
-func (t *routeTable) remove(p, addr string) bool {
+//
+// With a non-zero tombstone, merge then ignores the instance's members
+// that expire by the tombstone: copies of the registry read before the
+// removal (a resync, an event, a lookup) cannot bring it back; a
+// registration made after it, which expires later, can.
+func (t *routeTable) remove(p, addr string, tombstone time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !tombstone.IsZero() {
+		if t.gone == nil {
+			t.gone = make(map[string]time.Time)
+		}
+		t.gone[p+" "+addr] = tombstone
+	}
 	return t.removeLocked(p, func(in *instance) bool { return in.addr == addr }) > 0
 }
 
 // renewAll extends to until the expiry of every instance that would
 // expire sooner.
 func (t *routeTable) renewAll(until time.Time) {
-	t.m.each(func(p string, r *route) {
-		members := make([]member, len(r.instances))
-		for i, in := range r.instances {
-			members[i] = member{in.addr, until}
+	t.m.each(func(p string, _ *route) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		old, ok := t.m.get(p) // the current route, not the snapshot's
+		if !ok {
+			return
 		}
-		t.merge(p, members...)
+		r := t.successor(p, old)
+		for _, in := range old.instances {
+			if in.expires.Before(until) {
+				in = newInstance(in.addr, until)
+			}
+			r.instances = append(r.instances, in)
+		}
+		t.m.insert(p, r)
 	})
 }
 
@@ -307,8 +343,15 @@ func (t *routeTable) drop(p string, old *route) {
 }
 
 // sweep drops the instances that expired before now and returns them, by
-// pattern.
+// pattern, and forgets the tombstones that ended.
 func (t *routeTable) sweep(now time.Time) map[string][]string {
+	t.mu.Lock()
+	for k, until := range t.gone {
+		if now.After(until) {
+			delete(t.gone, k)
+		}
+	}
+	t.mu.Unlock()
 	var expired map[string][]string
 	t.m.each(func(p string, r *route) {
 		if !slices.ContainsFunc(r.instances, func(in *instance) bool { return !now.Before(in.expires) }) {
@@ -349,7 +392,9 @@ func (t *routeTable) removeLocked(p string, drop func(*instance) bool) int {
 		t.m.deleteIf(p, func(cur *route) bool { return cur != old })
 		return n
 	default:
-		t.m.insert(p, &route{pattern: p, instances: kept, refresh: old.refresh})
+		r := t.successor(p, old)
+		r.instances = kept
+		t.m.insert(p, r)
 		return n
 	}
 }

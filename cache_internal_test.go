@@ -227,3 +227,46 @@ func TestFlightPanicReachesFollowersAsError(t *testing.T) {
 		t.Fatalf("follower got %v; want errFlightPanicked", err)
 	}
 }
+
+// TestRouteTableKeepsRoundRobin: renewals and removals replace a route;
+// the turn of its instances carries on instead of starting over, or the
+// first instance would take the traffic of a busy pattern.
+func TestRouteTableKeepsRoundRobin(t *testing.T) {
+	var tb routeTable
+	later := time.Now().Add(time.Hour)
+	tb.merge("p", member{"a:1", later}, member{"b:1", later}, member{"c:1", later}, member{"d:1", later})
+	r, _ := tb.get("p")
+	r.start()
+	r.start() // the next call starts at index 2
+	tb.merge("p", member{"a:1", later.Add(time.Minute)})
+	r, _ = tb.get("p")
+	if got := r.start(); got != 2 {
+		t.Fatalf("after a renewal the turn starts at %d; want 2", got)
+	}
+	tb.remove("p", "d:1", time.Time{})
+	r, _ = tb.get("p")
+	if got := r.start(); got != 0 { // position 3 of 3 instances wraps to 0
+		t.Fatalf("after a removal the turn starts at %d; want 0", got)
+	}
+}
+
+// TestRouteTableTombstone: a copy of the registry read before a removal
+// does not bring the instance back; a registration made after it does.
+func TestRouteTableTombstone(t *testing.T) {
+	var tb routeTable
+	now := time.Now()
+	tb.merge("p", member{"a:1", now.Add(time.Minute)})
+	tb.remove("p", "a:1", now.Add(time.Minute))
+	tb.merge("p", member{"a:1", now.Add(time.Minute)}) // stale resync
+	if _, ok := tb.get("p"); ok {
+		t.Fatal("a stale copy brought a removed instance back")
+	}
+	tb.merge("p", member{"a:1", now.Add(time.Minute + time.Second)}) // registered again
+	if r, ok := tb.get("p"); !ok || len(r.instances) != 1 {
+		t.Fatal("a new registration was refused")
+	}
+	tb.sweep(now.Add(2 * time.Minute))
+	if len(tb.gone) != 0 {
+		t.Fatal("the sweep kept an ended tombstone")
+	}
+}

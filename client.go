@@ -70,8 +70,8 @@ type Client struct {
 // envelope is a service's answer to a message with "ServiceRequest": true.
 // encoding/json writes Payload as base64, as the original library did.
 type envelope struct {
-	Service Registration `json:"Service"`
-	Payload []byte       `json:"Payload"`
+	Service *Registration `json:"Service"` // nil in an answer that is not an envelope
+	Payload []byte        `json:"Payload"`
 }
 
 // Defaults of the options.
@@ -164,7 +164,9 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 	if err != nil {
 		return nil, err
 	}
-	c.learn(p, env.Service)
+	if c.legacyServer.Load() {
+		c.learn(p, *env.Service)
+	}
 	return env.Payload, nil
 }
 
@@ -191,7 +193,7 @@ func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 		return cached, nil
 	}
 	if c.legacyServer.Load() {
-		return cached, nil
+		return nil, nil // stale: the next answer through the server renews it
 	}
 	rt, err := c.resolving.do(p, func() (*route, error) { return c.resolve(ctx, p) })
 	switch {
@@ -267,22 +269,19 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 		if !notHandled(err) {
 			return nil, err, true
 		}
-		if c.peers.remove(p, in.addr) {
+		if c.peers.remove(p, in.addr, time.Time{}) {
 			c.log.Debug("nano: dropped cached peer", "pattern", p, "address", in.addr, "error", err)
 		}
 	}
 	return nil, nil, false
 }
 
-// learn caches the service that answered a call through the server, for
-// servers without /resolve. The entry serves that exact pattern only: the
-// server may route a longer pattern to a more specific service.
+// learn caches the service that answered a call through a server without
+// /resolve. The entry serves that exact pattern only: the server may route
+// a longer pattern to a more specific service.
 func (c *Client) learn(p string, reg Registration) {
 	if c.opts.PeerTTL <= 0 {
 		return
-	}
-	if _, ok := c.peers.get(p); ok {
-		return // resolved: the server's list is better than one answer
 	}
 	reg, err := reg.normalize()
 	if err != nil {
@@ -343,8 +342,8 @@ func (c *Client) post(ctx context.Context, url string, body []byte) (envelope, e
 		}
 		return env, err
 	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return env, &notHandledError{fmt.Errorf("%w: answer is not a service envelope: %v", ErrServiceUnavailable, err)}
+	if err := json.Unmarshal(data, &env); err != nil || env.Service == nil {
+		return env, &notHandledError{fmt.Errorf("%w: the answer is not a service envelope", ErrServiceUnavailable)}
 	}
 	return env, nil
 }

@@ -320,3 +320,52 @@ func TestActDropsPeerThatLostThePattern(t *testing.T) {
 		t.Fatalf("the server proxied %d calls; want 1, then the new peer directly", n)
 	}
 }
+
+// TestActWithOriginalServer: against a server without /resolve (one of the
+// original library answers 405 to a GET), Act learns the instance from the
+// envelope of an answer through the server, calls it directly while
+// PeerTTL lasts, then goes through the server again.
+func TestActWithOriginalServer(t *testing.T) {
+	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	var proxied atomic.Int64
+	h := srv.Handler()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method != http.MethodPost:
+			w.WriteHeader(http.StatusMethodNotAllowed) // as the original did, with no body
+			return
+		case r.URL.Path != "/register":
+			proxied.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	serverAddr := ts.Listener.Addr().String()
+	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+
+	c := newClient(t, nano.ClientOptions{Server: serverAddr, PeerTTL: 300 * time.Millisecond})
+	act := func() {
+		t.Helper()
+		got, err := c.Act([]byte(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`), "role:math,cmd:sum")
+		if err != nil || string(got) != `{"Result":3}` {
+			t.Fatalf("Act = %s, %v", got, err)
+		}
+	}
+	before := proxied.Load()
+	for range 3 {
+		act()
+	}
+	if n := proxied.Load() - before; n != 1 {
+		t.Fatalf("3 calls: %d through the server; want the first only", n)
+	}
+	time.Sleep(400 * time.Millisecond) // past PeerTTL
+	act()
+	if n := proxied.Load() - before; n != 2 {
+		t.Fatalf("after PeerTTL: %d calls through the server in all; want 2", n)
+	}
+}

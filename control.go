@@ -43,7 +43,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RegistryTimeout)
+	// A caller that hangs up does not cancel the write: a cancelled write
+	// would look like a registry outage.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.RegistryTimeout)
 	defer cancel()
 	m, err := s.reg.register(ctx, reg, s.opts.TTL)
 	if err != nil {
@@ -65,14 +67,14 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.RegistryTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.RegistryTimeout)
 	defer cancel()
 	if err := s.reg.deregister(ctx, reg); err != nil {
 		s.setReady(false, err)
 		writeError(w, err)
 		return
 	}
-	if s.routes.remove(reg.Pattern, reg.ServiceAddress) {
+	if s.routes.remove(reg.Pattern, reg.ServiceAddress, time.Now().Add(s.opts.TTL)) {
 		s.log.Info("nano: service deregistered", "pattern", reg.Pattern, "address", reg.ServiceAddress)
 	}
 	writeJSON(w, http.StatusOK, reg)

@@ -9,8 +9,18 @@ import (
 // other servers as they happen, a full resync now and then, and a sweep
 // that drops the instances whose registration expired.
 
-// maintain runs the resyncs and the sweeps until Shutdown.
+// maintain runs the resyncs and the sweeps until Shutdown, which also
+// cancels a resync in progress.
 func (s *Server) maintain() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	sweep := time.NewTicker(min(time.Second, s.opts.TTL/10))
 	defer sweep.Stop()
 	var resync <-chan time.Time
@@ -19,16 +29,15 @@ func (s *Server) maintain() {
 		defer t.Stop()
 		resync = t.C
 	}
-	for {
+	for ctx.Err() == nil {
 		select {
-		case <-s.stop:
-			return
+		case <-ctx.Done():
 		case <-sweep.C:
 			s.sweep(s.now())
 		case <-resync:
-			s.resyncLogged()
+			s.resyncLogged(ctx)
 		case <-s.resyncNow:
-			s.resyncLogged()
+			s.resyncLogged(ctx)
 		}
 	}
 }
@@ -51,10 +60,10 @@ func (s *Server) resync(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) resyncLogged() {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*s.opts.RegistryTimeout)
+func (s *Server) resyncLogged(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 4*s.opts.RegistryTimeout)
 	defer cancel()
-	if err := s.resync(ctx); err != nil {
+	if err := s.resync(ctx); err != nil && ctx.Err() == nil {
 		s.log.Debug("nano: resync failed", "error", err)
 	}
 }
@@ -81,7 +90,7 @@ func (s *Server) apply(ev event) {
 			s.log.Debug("nano: instance learnt", "pattern", p, "address", ev.ServiceAddress)
 		}
 	case "deregister":
-		if s.routes.remove(p, ev.ServiceAddress) {
+		if s.routes.remove(p, ev.ServiceAddress, time.Now().Add(s.opts.TTL)) {
 			s.log.Info("nano: service deregistered", "pattern", p, "address", ev.ServiceAddress)
 		}
 	}
@@ -113,15 +122,23 @@ func (s *Server) now() time.Time {
 
 // setReady records whether the registry answers, logging the changes.
 func (s *Server) setReady(ready bool, cause error) {
-	if s.ready.Swap(ready) == ready {
+	if s.ready.Load() == ready {
+		return
+	}
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if s.ready.Load() == ready {
 		return
 	}
 	if ready {
 		// Services could not renew while the registry was away: give them
-		// one TTL to do so before anything they registered expires.
+		// one TTL to do so before anything they registered expires. Only
+		// then does expiry resume.
 		s.routes.renewAll(time.Now().Add(s.opts.TTL))
+		s.ready.Store(true)
 		s.log.Info("nano: registry reachable again")
-	} else {
-		s.log.Warn("nano: registry unreachable; routing from the mirror", "error", cause)
+		return
 	}
+	s.ready.Store(false)
+	s.log.Warn("nano: registry unreachable; routing from the mirror", "error", cause)
 }

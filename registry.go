@@ -123,7 +123,7 @@ func (r *memRegistry) register(_ context.Context, reg Registration, ttl time.Dur
 }
 
 func (r *memRegistry) deregister(_ context.Context, reg Registration) error {
-	r.t.remove(reg.Pattern, reg.ServiceAddress)
+	r.t.remove(reg.Pattern, reg.ServiceAddress, time.Time{})
 	return nil
 }
 
@@ -259,21 +259,34 @@ func parseClusterNodes(text string) []redis.ClusterSlot {
 func (r *redisRegistry) key(pattern string) string { return r.prefix + "pattern:" + pattern }
 func (r *redisRegistry) channel() string           { return r.prefix + "events" }
 
-// register adds or renews the member, drops the expired ones, keeps the
-// whole set from outliving its last member and announces the change, in
-// one round trip.
+// registerScript adds or renews an instance, drops the expired ones,
+// makes the set expire with its last member and announces the change, in
+// one atomic step: events reach the servers in the order the changes were
+// made. KEYS[1] is the pattern's set; ARGV holds the expiry (ms), the
+// address, now (ms), the TTL (ms), the channel and the event.
+var registerScript = redis.NewScript(`
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+`)
+
+// deregisterScript removes an instance and announces it, atomically.
+// KEYS[1] is the pattern's set; ARGV holds the address, the channel and
+// the event.
+var deregisterScript = redis.NewScript(`
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+`)
+
 func (r *redisRegistry) register(ctx context.Context, reg Registration, ttl time.Duration) (member, error) {
 	now := time.Now()
 	m := member{addr: reg.ServiceAddress, expires: now.Add(ttl)}
-	key := r.key(reg.Pattern)
 	ev, _ := json.Marshal(event{Op: "register", Pattern: reg.Pattern, ServiceAddress: m.addr, Expires: m.expires.UnixMilli()})
-	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.ZAdd(ctx, key, &redis.Z{Score: float64(m.expires.UnixMilli()), Member: m.addr})
-		pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
-		pipe.PExpire(ctx, key, ttl)
-		pipe.Publish(ctx, r.channel(), ev)
-		return nil
-	})
+	err := registerScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)},
+		m.expires.UnixMilli(), m.addr, now.UnixMilli(), ttl.Milliseconds(), r.channel(), ev).Err()
 	if err != nil {
 		return m, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
@@ -282,11 +295,7 @@ func (r *redisRegistry) register(ctx context.Context, reg Registration, ttl time
 
 func (r *redisRegistry) deregister(ctx context.Context, reg Registration) error {
 	ev, _ := json.Marshal(event{Op: "deregister", Pattern: reg.Pattern, ServiceAddress: reg.ServiceAddress})
-	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.ZRem(ctx, r.key(reg.Pattern), reg.ServiceAddress)
-		pipe.Publish(ctx, r.channel(), ev)
-		return nil
-	})
+	err := deregisterScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)}, reg.ServiceAddress, r.channel(), ev).Err()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
@@ -412,13 +421,6 @@ func (r *redisRegistry) subscribe(stop <-chan struct{}, apply func(event), conne
 			}
 		}
 	}
-}
-
-func (r *redisRegistry) ping(ctx context.Context) error {
-	if err := r.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
-	}
-	return nil
 }
 
 func (r *redisRegistry) close() error { return r.rdb.Close() }

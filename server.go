@@ -33,7 +33,7 @@ type ServerOptions struct {
 	// KeyPrefix namespaces the Redis keys of the registry. Empty means "nano:".
 	KeyPrefix string
 	// Token, when not empty, must be sent as "Authorization: Bearer <Token>"
-	// with every registration. Empty means registrations are not
+	// with every registration and deregistration. Empty means they are not
 	// authenticated: run the server on a trusted network only.
 	Token string
 	// MaxBodyBytes limits the size of a request body; larger bodies are
@@ -79,8 +79,8 @@ type ServerOptions struct {
 // Server routes JSON messages to the services whose registered pattern is
 // the longest whole-field prefix of the message's "Pattern".
 //
-// It answers POST /register with the registration of a service and proxies
-// POST requests on every other path. Registrations live in the registry
+// It answers the control endpoints (/register, /deregister, /resolve,
+// /healthz, /readyz) and proxies POST requests on every other path. Registrations live in the registry
 // (Redis, or the embedded one) and are mirrored in memory, so routing a
 // known pattern needs no Redis round trip.
 //
@@ -95,6 +95,7 @@ type Server struct {
 	transport http.RoundTripper // opts.Transport, carries every proxied call
 	handler   http.Handler      // serveHTTP
 	ready     atomic.Bool       // the registry answered when last asked
+	readyMu   sync.Mutex        // serializes the changes of ready
 	resyncNow chan struct{}     // asks the maintenance loop for a resync
 	stop      chan struct{}     // closed by Shutdown: ends the loops
 	loops     sync.WaitGroup    // maintenance and subscription loops
@@ -363,14 +364,25 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 	}
 
 	now := s.now()
+	live := 0
+	for _, in := range rt.instances {
+		if now.Before(in.expires) {
+			live++
+		}
+	}
+	if live == 0 { // all expired since resolve looked
+		writeError(w, fmt.Errorf("%w %q", ErrNoService, rt.pattern))
+		return
+	}
 	n, first := len(rt.instances), rt.start()
 	for i := range n {
 		in := rt.instances[(first+i)%n]
 		if !now.Before(in.expires) {
 			continue
 		}
+		live--
 		resp, err := s.send(ctx, in, header, body)
-		if err == nil && (i == n-1 || resp.Header.Get(noHandlerHeader) == "") {
+		if err == nil && (live == 0 || resp.Header.Get(noHandlerHeader) == "") {
 			s.relay(w, resp)
 			return
 		}
@@ -386,7 +398,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 			writeError(w, upstreamError(err, rt.pattern))
 			return
 		}
-		if s.routes.remove(rt.pattern, in.addr) {
+		if s.routes.remove(rt.pattern, in.addr, time.Now().Add(s.opts.TTL)) {
 			s.log.Warn("nano: instance failed, trying another", "pattern", rt.pattern, "address", in.addr, "error", err)
 		}
 	}

@@ -47,8 +47,9 @@ type ServiceOptions struct {
 	// CallTimeout bounds each Act call and each registration attempt. Zero
 	// means 30 seconds; negative means no limit.
 	CallTimeout time.Duration
-	// PeerTTL is how long Act calls a peer directly before asking the
-	// server again. Zero means one minute; negative disables the cache.
+	// PeerTTL is how long Act calls the instances of a pattern directly
+	// before asking the server again. Zero means 10 seconds; negative
+	// disables the cache.
 	PeerTTL time.Duration
 	// Transport carries registrations and Act calls. Nil means a transport
 	// owned by the service.
@@ -74,6 +75,8 @@ type Service struct {
 	routes mirror[*handler]             // pattern -> handler
 	self   atomic.Pointer[Registration] // advertised address, once known
 	done   chan struct{}                // closed by Shutdown: ends registration loops and Add
+	abort  chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
+	acked  atomic.Bool                  // the server announced a TTL, so it has /deregister
 	loops  sync.WaitGroup               // registration loops
 
 	endpoints endpoints // the http.Servers started by Serve
@@ -148,6 +151,7 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		log:    opts.Logger,
 		client: client,
 		done:   make(chan struct{}),
+		abort:  make(chan struct{}),
 	}, nil
 }
 
@@ -302,9 +306,21 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	serving := s.serving
 	s.mu.Unlock()
 
+	// Let a registration in flight finish before deregistering, or it
+	// could land after the deregistration and bring the instance back.
 	close(s.done)
-	s.loops.Wait()
-	if serving {
+	finished := make(chan struct{})
+	go func() {
+		s.loops.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		close(s.abort)
+		<-finished
+	}
+	if serving && s.acked.Load() {
 		s.deregisterAll(ctx)
 	}
 	err := s.endpoints.shutdown(ctx)
@@ -402,7 +418,7 @@ func (s *Service) registerOnce(p string) (time.Duration, error) {
 	defer cancel()
 	go func() {
 		select {
-		case <-s.done:
+		case <-s.abort:
 			cancel()
 		case <-ctx.Done():
 		}
@@ -410,7 +426,7 @@ func (s *Service) registerOnce(p string) (time.Duration, error) {
 	data, err := s.control(ctx, "/register", p)
 	if err != nil {
 		select {
-		case <-s.done:
+		case <-s.abort:
 			return 0, ErrClosed
 		default:
 			return 0, err
@@ -418,11 +434,16 @@ func (s *Service) registerOnce(p string) (time.Duration, error) {
 	}
 	var answer struct{ TTL float64 }
 	json.Unmarshal(data, &answer) // the original server answers with no body
+	if answer.TTL > 0 {
+		s.acked.Store(true)
+	}
 	return time.Duration(answer.TTL * float64(time.Second)), nil
 }
 
 // deregisterAll removes the service's patterns from the server, so that
-// no new message is routed here while the service drains.
+// no new message is routed here while the service drains. Only servers
+// that announced a TTL get it: on a server of the original library,
+// /deregister would be taken for a message and routed to a handler.
 func (s *Service) deregisterAll(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
 	defer cancel()
@@ -519,7 +540,8 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if msg.ServiceRequest {
-		out, err = json.Marshal(envelope{Service: s.registration(h.pattern), Payload: out})
+		reg := s.registration(h.pattern)
+		out, err = json.Marshal(envelope{Service: &reg, Payload: out})
 		if err != nil {
 			writeError(w, err)
 			return
