@@ -182,25 +182,32 @@ func (f *flight[V]) do(key string, fn func() (V, error)) (V, error) {
 	return c.val, c.err
 }
 
-// instance is one address registered for a pattern.
+// instance is one address registered for a pattern. It is kept small: a
+// server mirrors every instance of the registry.
 type instance struct {
-	addr    string    // host:port
-	url     string    // "http://" + addr + "/"
-	expires time.Time // when it leaves the registry unless renewed
+	addr    string // host:port
+	expires int64  // Unix nanoseconds: it leaves the registry then unless renewed
 }
 
-func newInstance(addr string, expires time.Time) *instance {
-	return &instance{addr: addr, url: "http://" + addr + "/", expires: expires}
+func newInstance(addr string, expires time.Time) instance {
+	return instance{addr: addr, expires: expires.UnixNano()}
 }
+
+// liveAt reports whether the instance has not expired at now (Unix
+// nanoseconds).
+func (in instance) liveAt(now int64) bool { return now < in.expires }
+
+// url is where messages for the instance go.
+func (in instance) url() string { return "http://" + in.addr + "/" }
 
 // route is a registered pattern and its instances. Only its round-robin
 // position changes: a change of instances replaces the route in its table,
 // so a reader never sees a slice being modified.
 type route struct {
 	pattern   string
-	instances []*instance   // never empty in a table
+	instances []instance    // never empty in a table
 	next      atomic.Uint32 // round-robin position
-	refresh   time.Time     // clients: when to resolve the pattern again
+	refresh   int64         // clients: when to resolve the pattern again, in Unix nanoseconds
 }
 
 // start returns the index of the instance to try first, advancing the
@@ -209,10 +216,11 @@ func (r *route) start() int {
 	return int((r.next.Add(1) - 1) % uint32(len(r.instances)))
 }
 
-// live reports whether the route has an instance that has not expired.
-func (r *route) live(now time.Time) bool {
+// live reports whether the route has an instance that has not expired at
+// now (Unix nanoseconds).
+func (r *route) live(now int64) bool {
 	for _, in := range r.instances {
-		if now.Before(in.expires) {
+		if in.liveAt(now) {
 			return true
 		}
 	}
@@ -261,13 +269,13 @@ func (t *routeTable) merge(p string, members ...member) bool {
 		if until, ok := t.gone[p+" "+mb.addr]; ok && !mb.expires.After(until) {
 			continue
 		}
-		i := slices.IndexFunc(r.instances, func(in *instance) bool { return in.addr == mb.addr })
+		i := slices.IndexFunc(r.instances, func(in instance) bool { return in.addr == mb.addr })
 		switch {
 		case i < 0:
 			r.instances = append(r.instances, newInstance(mb.addr, mb.expires))
 			added = true
-		case mb.expires.After(r.instances[i].expires):
-			r.instances[i] = newInstance(mb.addr, mb.expires)
+		case mb.expires.UnixNano() > r.instances[i].expires:
+			r.instances[i].expires = mb.expires.UnixNano()
 		}
 	}
 	if len(r.instances) > 0 {
@@ -310,7 +318,7 @@ func (t *routeTable) remove(p, addr string, tombstone time.Time) bool {
 		}
 		t.gone[p+" "+addr] = tombstone
 	}
-	return t.removeLocked(p, func(in *instance) bool { return in.addr == addr }) > 0
+	return t.removeLocked(p, func(in instance) bool { return in.addr == addr }) > 0
 }
 
 // renewAll extends to until the expiry of every instance that would
@@ -324,11 +332,9 @@ func (t *routeTable) renewAll(until time.Time) {
 			return
 		}
 		r := t.successor(p, old)
-		for _, in := range old.instances {
-			if in.expires.Before(until) {
-				in = newInstance(in.addr, until)
-			}
-			r.instances = append(r.instances, in)
+		r.instances = slices.Clone(old.instances)
+		for i := range r.instances {
+			r.instances[i].expires = max(r.instances[i].expires, until.UnixNano())
 		}
 		t.m.insert(p, r)
 	})
@@ -342,26 +348,26 @@ func (t *routeTable) drop(p string, old *route) {
 	t.m.deleteIf(p, func(cur *route) bool { return old != nil && cur != old })
 }
 
-// sweep drops the instances that expired before now and returns them, by
-// pattern, and forgets the tombstones that ended.
-func (t *routeTable) sweep(now time.Time) map[string][]string {
+// sweep drops the instances that expired before now (Unix nanoseconds)
+// and returns them, by pattern, and forgets the tombstones that ended.
+func (t *routeTable) sweep(now int64) map[string][]string {
 	t.mu.Lock()
 	for k, until := range t.gone {
-		if now.After(until) {
+		if now > until.UnixNano() {
 			delete(t.gone, k)
 		}
 	}
 	t.mu.Unlock()
 	var expired map[string][]string
 	t.m.each(func(p string, r *route) {
-		if !slices.ContainsFunc(r.instances, func(in *instance) bool { return !now.Before(in.expires) }) {
+		if !slices.ContainsFunc(r.instances, func(in instance) bool { return !in.liveAt(now) }) {
 			return
 		}
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		var gone []string
-		t.removeLocked(p, func(in *instance) bool {
-			if now.Before(in.expires) {
+		t.removeLocked(p, func(in instance) bool {
+			if in.liveAt(now) {
 				return false
 			}
 			gone = append(gone, in.addr)
@@ -379,7 +385,7 @@ func (t *routeTable) sweep(now time.Time) map[string][]string {
 
 // removeLocked drops the instances of pattern p for which drop is true and
 // returns how many. The caller holds t.mu.
-func (t *routeTable) removeLocked(p string, drop func(*instance) bool) int {
+func (t *routeTable) removeLocked(p string, drop func(instance) bool) int {
 	old, ok := t.m.get(p)
 	if !ok {
 		return 0

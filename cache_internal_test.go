@@ -188,7 +188,7 @@ func filledMirror(n int) *mirror[*route] {
 	m := &mirror[*route]{}
 	for i := range n {
 		p := fmt.Sprintf("role:svc%d,cmd:run", i)
-		m.insert(p, &route{pattern: p, instances: []*instance{newInstance("127.0.0.1:8080", time.Now().Add(time.Hour))}})
+		m.insert(p, &route{pattern: p, instances: []instance{newInstance("127.0.0.1:8080", time.Now().Add(time.Hour))}})
 	}
 	return m
 }
@@ -265,7 +265,7 @@ func TestRouteTableTombstone(t *testing.T) {
 	if r, ok := tb.get("p"); !ok || len(r.instances) != 1 {
 		t.Fatal("a new registration was refused")
 	}
-	tb.sweep(now.Add(2 * time.Minute))
+	tb.sweep(now.Add(2 * time.Minute).UnixNano())
 	if len(tb.gone) != 0 {
 		t.Fatal("the sweep kept an ended tombstone")
 	}

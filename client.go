@@ -189,7 +189,7 @@ func (c *Client) Close() error {
 // but ErrNoService, when the call should go through the server.
 func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 	cached, ok := c.peers.get(p)
-	if ok && time.Now().Before(cached.refresh) {
+	if ok && time.Now().UnixNano() < cached.refresh {
 		return cached, nil
 	}
 	if c.legacyServer.Load() {
@@ -241,7 +241,7 @@ func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
 	if server := time.Duration(res.TTL * float64(time.Second)); server > 0 {
 		ttl = min(ttl, server)
 	}
-	rt := &route{pattern: p, refresh: time.Now().Add(ttl)}
+	rt := &route{pattern: p, refresh: time.Now().Add(ttl).UnixNano()}
 	for _, in := range res.Instances {
 		if dialAddr(in.ServiceAddress) == nil {
 			rt.instances = append(rt.instances, newInstance(in.ServiceAddress, in.Expires))
@@ -262,7 +262,7 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 	n, first := len(rt.instances), rt.start()
 	for i := range n {
 		in := rt.instances[(first+i)%n]
-		env, err := c.post(ctx, in.url, body)
+		env, err := c.post(ctx, in.url(), body)
 		if err == nil {
 			return env.Payload, nil, true
 		}
@@ -290,8 +290,8 @@ func (c *Client) learn(p string, reg Registration) {
 	now := time.Now()
 	c.remember(&route{
 		pattern:   p,
-		instances: []*instance{newInstance(reg.ServiceAddress, now.Add(c.opts.PeerTTL))},
-		refresh:   now.Add(c.opts.PeerTTL),
+		instances: []instance{newInstance(reg.ServiceAddress, now.Add(c.opts.PeerTTL))},
+		refresh:   now.Add(c.opts.PeerTTL).UnixNano(),
 	})
 }
 
@@ -306,9 +306,9 @@ func (c *Client) remember(rt *route) {
 // prune drops the entries due for refresh and reports whether there is
 // room for another.
 func (c *Client) prune() bool {
-	now := time.Now()
+	now := time.Now().UnixNano()
 	c.peers.each(func(rt *route) {
-		if now.After(rt.refresh) {
+		if now > rt.refresh {
 			c.peers.drop(rt.pattern, rt)
 		}
 	})

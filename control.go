@@ -137,8 +137,8 @@ func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
 	res := resolution{Pattern: rt.pattern, TTL: s.opts.TTL.Seconds()}
 	now := s.now()
 	for _, in := range rt.instances {
-		if now.Before(in.expires) {
-			res.Instances = append(res.Instances, resolvedInstance{in.addr, in.expires.UTC()})
+		if in.liveAt(now) {
+			res.Instances = append(res.Instances, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC()})
 		}
 	}
 	writeJSON(w, http.StatusOK, res)

@@ -2,6 +2,7 @@ package nano
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -98,7 +99,7 @@ func (s *Server) apply(ev event) {
 
 // sweep drops the expired instances from the mirror, and from the
 // embedded registry.
-func (s *Server) sweep(now time.Time) {
+func (s *Server) sweep(now int64) {
 	if mem, ok := s.reg.(*memRegistry); ok {
 		mem.t.sweep(now)
 	}
@@ -109,15 +110,16 @@ func (s *Server) sweep(now time.Time) {
 	}
 }
 
-// now is the time registrations expire by. While the registry cannot be
-// reached, services cannot renew their registrations, so expiry stops:
-// the mirror keeps routing what it knows, and an instance that is really
-// gone is dropped when it refuses a connection.
-func (s *Server) now() time.Time {
+// now is the time registrations expire by, in Unix nanoseconds. While the
+// registry cannot be reached, services cannot renew their registrations,
+// so expiry stops (now is the earliest time there is): the mirror keeps
+// routing what it knows, and an instance that is really gone is dropped
+// when it refuses a connection.
+func (s *Server) now() int64 {
 	if !s.ready.Load() {
-		return time.Time{}
+		return math.MinInt64
 	}
-	return time.Now()
+	return time.Now().UnixNano()
 }
 
 // setReady records whether the registry answers, logging the changes.

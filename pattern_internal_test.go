@@ -2,6 +2,7 @@ package nano
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -125,4 +126,17 @@ func FuzzParsePattern(f *testing.F) {
 			}
 		}
 	})
+}
+
+func BenchmarkParsePattern(b *testing.B) {
+	for _, in := range []string{"role:math,cmd:sum", " role:math , cmd:sum , return:zero ", strings.Repeat("field:value,", 15) + "last:one"} {
+		b.Run(fmt.Sprintf("%dB", len(in)), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := parsePattern(in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -128,7 +128,7 @@ func (r *memRegistry) deregister(_ context.Context, reg Registration) error {
 }
 
 func (r *memRegistry) lookup(_ context.Context, p string) (string, []member, error) {
-	now := time.Now()
+	now := time.Now().UnixNano()
 	for _, c := range prefixes(p) {
 		if rt, ok := r.t.get(c); ok {
 			if ms := liveMembers(rt, now); len(ms) > 0 {
@@ -140,7 +140,7 @@ func (r *memRegistry) lookup(_ context.Context, p string) (string, []member, err
 }
 
 func (r *memRegistry) all(context.Context) (map[string][]member, error) {
-	now := time.Now()
+	now := time.Now().UnixNano()
 	out := make(map[string][]member)
 	r.t.each(func(rt *route) {
 		if ms := liveMembers(rt, now); len(ms) > 0 {
@@ -152,11 +152,11 @@ func (r *memRegistry) all(context.Context) (map[string][]member, error) {
 
 func (r *memRegistry) close() error { return nil }
 
-func liveMembers(rt *route, now time.Time) []member {
+func liveMembers(rt *route, now int64) []member {
 	var ms []member
 	for _, in := range rt.instances {
-		if now.Before(in.expires) {
-			ms = append(ms, member{addr: in.addr, expires: in.expires})
+		if in.liveAt(now) {
+			ms = append(ms, member{addr: in.addr, expires: time.Unix(0, in.expires)})
 		}
 	}
 	return ms
@@ -332,7 +332,9 @@ func (r *redisRegistry) all(ctx context.Context) (map[string][]member, error) {
 			return nil, err
 		}
 		for i, ms := range results {
-			p, err := parsePattern(strings.TrimPrefix(keys[i], r.key("")))
+			// A copy, not a substring: the mirror keeps it, and should not
+			// keep the key's prefix too.
+			p, err := parsePattern(strings.Clone(strings.TrimPrefix(keys[i], r.key(""))))
 			if err == nil && len(ms) > 0 {
 				out[p] = ms
 			}

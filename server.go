@@ -366,7 +366,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 	now := s.now()
 	live := 0
 	for _, in := range rt.instances {
-		if now.Before(in.expires) {
+		if in.liveAt(now) {
 			live++
 		}
 	}
@@ -377,7 +377,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 	n, first := len(rt.instances), rt.start()
 	for i := range n {
 		in := rt.instances[(first+i)%n]
-		if !now.Before(in.expires) {
+		if !in.liveAt(now) {
 			continue
 		}
 		live--
@@ -406,8 +406,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 }
 
 // send posts the message to one instance.
-func (s *Server) send(ctx context.Context, in *instance, header http.Header, body []byte) (*http.Response, error) {
-	out, err := http.NewRequestWithContext(ctx, http.MethodPost, in.url, bytes.NewReader(body))
+func (s *Server) send(ctx context.Context, in instance, header http.Header, body []byte) (*http.Response, error) {
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, in.url(), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
