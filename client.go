@@ -11,8 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -34,8 +34,9 @@ type ClientOptions struct {
 	PeerTTL time.Duration
 	// MaxResponseBytes limits the size of an answer. Zero means 4 MiB.
 	MaxResponseBytes int64
-	// Transport carries the calls. Nil means a transport owned by the
-	// client, with keep-alive pools sized for many concurrent calls.
+	// Transport carries the calls. Nil means the client's own pool of
+	// kept-alive HTTP/1.1 connections for messages (run on the caller's
+	// goroutine) and a tuned http.Transport for the calls to /resolve.
 	Transport http.RoundTripper
 	// Logger receives the client's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -57,8 +58,8 @@ const MaxPeers = 10_000
 type Client struct {
 	opts       ClientOptions     // with defaults applied
 	log        *slog.Logger      // opts.Logger
-	transport  http.RoundTripper // opts.Transport, shared by every call
-	serverURL  string            // "http://" + opts.Server + "/"
+	transport  http.RoundTripper // carries the calls to /resolve
+	sender     sender            // carries the messages
 	resolveURL string            // the server's /resolve?pattern=
 	peers      routeTable        // exact pattern -> its instances
 	resolving  flight[*route]    // merges concurrent resolves of a pattern
@@ -93,17 +94,14 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if opts.MaxResponseBytes <= 0 {
 		opts.MaxResponseBytes = defaultMaxBodyBytes
 	}
-	if opts.Transport == nil {
-		opts.Transport = newTransport()
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	return &Client{
 		opts:       opts,
 		log:        opts.Logger,
-		transport:  opts.Transport,
-		serverURL:  "http://" + opts.Server + "/",
+		transport:  orDefault(opts.Transport),
+		sender:     newSender(opts.Transport),
 		resolveURL: "http://" + opts.Server + "/resolve?pattern=",
 	}, nil
 }
@@ -160,7 +158,7 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 			}
 		}
 	}
-	env, err := c.post(ctx, c.serverURL, body)
+	env, err := c.post(ctx, c.opts.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +177,7 @@ func (c *Client) Close() error {
 	if ci, ok := c.transport.(interface{ CloseIdleConnections() }); ok {
 		ci.CloseIdleConnections()
 	}
+	closeIdle(c.sender)
 	return nil
 }
 
@@ -262,7 +261,7 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 	n, first := len(rt.instances), rt.start()
 	for i := range n {
 		in := rt.instances[(first+i)%n]
-		env, err := c.post(ctx, in.url(), body)
+		env, err := c.post(ctx, in.addr, body)
 		if err == nil {
 			return env.Payload, nil, true
 		}
@@ -315,15 +314,21 @@ func (c *Client) prune() bool {
 	return c.peers.len() < MaxPeers
 }
 
-// post sends body to url and decodes the envelope of the answer.
-func (c *Client) post(ctx context.Context, url string, body []byte) (envelope, error) {
-	var env envelope
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return env, err
+// orDefault returns rt, or a new tuned transport if rt is nil.
+func orDefault(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		return newTransport()
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.transport.RoundTrip(req)
+	return rt
+}
+
+// jsonHeader is the header of the messages a Client sends.
+var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+
+// post sends body to http://addr/ and decodes the envelope of the answer.
+func (c *Client) post(ctx context.Context, addr string, body []byte) (envelope, error) {
+	var env envelope
+	resp, err := c.sender.send(ctx, addr, jsonHeader, body)
 	if err != nil {
 		return env, transportError(ctx, err)
 	}
@@ -378,12 +383,15 @@ func transportError(ctx context.Context, err error) error {
 	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
 		return &notHandledError{fmt.Errorf("%w: %w", ErrServiceUnavailable, err)}
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) { // the connection's deadline, set from ctx's
+		return fmt.Errorf("%w: %v", ErrTimeout, err)
+	}
 	// A reset before any answer means the peer's process never read the
 	// request: it had exited (a kept-alive connection to a killed
 	// instance), or the request was still unread in its socket when it
 	// did. A process that read the request and then died closes with a
 	// FIN, and that call may have reached a handler: it is not retried.
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+	if unread(err) {
 		return &notHandledError{fmt.Errorf("%w: %w", ErrServiceUnavailable, err)}
 	}
 	return fmt.Errorf("%w: %v", ErrServiceUnavailable, err)

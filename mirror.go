@@ -33,8 +33,11 @@ func (s *Server) maintain() {
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-		case <-sweep.C:
+		case now := <-sweep.C:
 			s.sweep(s.now())
+			if up, ok := s.sender.(*upstream); ok {
+				up.prune(now)
+			}
 		case <-resync:
 			s.resyncLogged(ctx)
 		case <-s.resyncNow:

@@ -71,6 +71,28 @@ func TestQuickstartExample(t *testing.T) {
 	}
 }
 
+// TestLoadtestExample runs the load benchmark briefly and checks that it
+// reports the three paths and stops by itself.
+func TestLoadtestExample(t *testing.T) {
+	bin := buildProgram(t, ".", "./_examples/loadtest")
+	p := startProgramArgs(t, bin, []string{"-d", "300ms", "-warmup", "100ms", "-c", "4", "-rounds", "2"})
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("loadtest: %v\n%s", err, p.out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("loadtest still running after a minute:\n%s", p.out.String())
+	}
+	out := p.out.String()
+	for _, want := range []string{"direct ", "server ", "act ", "vs direct", "median of 2 rounds", "1.00x"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // TestLocalExample runs the server and the three services of
 // _examples/local on their fixed ports, when those are free.
 func TestLocalExample(t *testing.T) {
@@ -194,7 +216,13 @@ type program struct {
 
 func startProgram(t *testing.T, bin string, env ...string) *program {
 	t.Helper()
-	p := &program{cmd: exec.Command(bin), out: &syncBuffer{}, done: make(chan error, 1)}
+	return startProgramArgs(t, bin, nil, env...)
+}
+
+// startProgramArgs starts bin with command-line arguments.
+func startProgramArgs(t *testing.T, bin string, args []string, env ...string) *program {
+	t.Helper()
+	p := &program{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(environWithout("NANO_"), env...)
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -418,4 +421,83 @@ func readAll(resp *http.Response) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// TestServerKeepsConnectionsToServices: once warm, proxying opens no new
+// connection to the service; a kept connection the service closed while
+// idle is replaced without failing the message.
+func TestServerKeepsConnectionsToServices(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{})
+	svc, err := nano.NewServiceWithOptions(nano.ServiceOptions{
+		Addr: "127.0.0.1:0", Server: addr, Logger: testLogger(),
+		IdleTimeout: 100 * time.Millisecond, // closes kept connections soon
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Handle("role:math,cmd:sum", sum)
+	l := &countingListener{Listener: listen(t)}
+	go svc.Serve(l)
+	t.Cleanup(func() { svc.Shutdown(context.Background()) })
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+
+	before := l.accepted.Load()
+	for i := range 200 {
+		if status, body := post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`); status != 200 {
+			t.Fatalf("request %d: %d %s", i, status, body)
+		}
+	}
+	if n := l.accepted.Load() - before; n > 1 {
+		t.Fatalf("200 sequential messages opened %d connections to the service; want at most 1", n)
+	}
+
+	time.Sleep(300 * time.Millisecond) // the service closes the idle connection
+	for i := range 3 {
+		if status, body := post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`); status != 200 {
+			t.Fatalf("request %d after the service closed the kept connection: %d %s", i, status, body)
+		}
+	}
+}
+
+// TestServerRelaysAnyHTTPAnswer: a service that answers with a chunked
+// body, extra headers and "Connection: close" is relayed as it answered.
+func TestServerRelaysAnyHTTPAnswer(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Answer", "chunked")
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte(`{"part":1`))
+		w.(http.Flusher).Flush()
+		w.Write([]byte(`,"part2":2}`))
+	}))
+	t.Cleanup(ts.Close)
+	reg := fmt.Sprintf(`{"Pattern":"role:raw","ServiceAddress":%q}`, ts.Listener.Addr().String())
+	if status, body := post(t, "http://"+addr+"/register", reg); status != 200 {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	for i := range 3 {
+		resp, err := http.Post("http://"+addr+"/", "application/json", strings.NewReader(`{"Pattern":"role:raw"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(resp)
+		if resp.StatusCode != http.StatusAccepted || body != `{"part":1,"part2":2}` || resp.Header.Get("X-Answer") != "chunked" {
+			t.Fatalf("answer %d: %d %q %v", i, resp.StatusCode, body, resp.Header)
+		}
+	}
 }

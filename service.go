@@ -51,8 +51,9 @@ type ServiceOptions struct {
 	// before asking the server again. Zero means 10 seconds; negative
 	// disables the cache.
 	PeerTTL time.Duration
-	// Transport carries registrations and Act calls. Nil means a transport
-	// owned by the service.
+	// Transport carries registrations and Act calls. Nil means the
+	// service's own: a tuned http.Transport for registrations and a pool of
+	// kept-alive connections for messages.
 	Transport http.RoundTripper
 	// Logger receives the service's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -69,15 +70,16 @@ type HandlerFunc func(msg []byte) ([]byte, error)
 // A Service is safe for concurrent use. Create one with NewService or
 // NewServiceWithOptions: the zero Service is not usable.
 type Service struct {
-	opts   ServiceOptions               // with defaults applied
-	log    *slog.Logger                 // opts.Logger
-	client *Client                      // carries Act calls
-	routes mirror[*handler]             // pattern -> handler
-	self   atomic.Pointer[Registration] // advertised address, once known
-	done   chan struct{}                // closed by Shutdown: ends registration loops and Add
-	abort  chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
-	acked  atomic.Bool                  // the server announced a TTL, so it has /deregister
-	loops  sync.WaitGroup               // registration loops
+	opts      ServiceOptions               // with defaults applied
+	log       *slog.Logger                 // opts.Logger
+	client    *Client                      // carries Act calls
+	routes    mirror[*handler]             // pattern -> handler
+	self      atomic.Pointer[Registration] // advertised address, once known
+	done      chan struct{}                // closed by Shutdown: ends registration loops and Add
+	abort     chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
+	acked     atomic.Bool                  // the server announced a TTL, so it has /deregister
+	transport http.RoundTripper            // carries registrations and deregistrations
+	loops     sync.WaitGroup               // registration loops
 
 	endpoints endpoints // the http.Servers started by Serve
 
@@ -147,11 +149,12 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		opts:   opts,
-		log:    opts.Logger,
-		client: client,
-		done:   make(chan struct{}),
-		abort:  make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger,
+		client:    client,
+		done:      make(chan struct{}),
+		abort:     make(chan struct{}),
+		transport: orDefault(opts.Transport),
 	}, nil
 }
 
@@ -172,9 +175,6 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	o.WriteTimeout = durationOr(o.WriteTimeout, defaultWriteTimeout)
 	o.IdleTimeout = durationOr(o.IdleTimeout, defaultIdleTimeout)
 	o.CallTimeout = durationOr(o.CallTimeout, defaultCallTimeout)
-	if o.Transport == nil {
-		o.Transport = newTransport()
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -478,7 +478,7 @@ func (s *Service) control(ctx context.Context, path, p string) ([]byte, error) {
 	if s.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
 	}
-	resp, err := s.opts.Transport.RoundTrip(req)
+	resp, err := s.transport.RoundTrip(req)
 	if err != nil {
 		return nil, transportError(ctx, err)
 	}
