@@ -141,11 +141,8 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 	if err != nil {
 		return nil, err
 	}
-	if c.opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := withTimeout(ctx, c.opts.Timeout, c.sender)
+	defer cancel()
 
 	if c.opts.PeerTTL > 0 {
 		rt, err := c.peersOf(ctx, p)
@@ -213,6 +210,11 @@ func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 // library's answers 405) is not asked again; the client then learns one
 // instance from each answer that comes through the server.
 func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
+	if deadline, ok := ctx.Deadline(); ok { // enforced here by a timer
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.resolveURL+url.QueryEscape(p), nil)
 	if err != nil {
 		return nil, err

@@ -347,12 +347,8 @@ func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
 // the mirror and the next one is tried. A call that may have reached a
 // handler is never sent again.
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body []byte) {
-	ctx := r.Context()
-	if s.opts.UpstreamTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.opts.UpstreamTimeout)
-		defer cancel()
-	}
+	ctx, cancel := withTimeout(r.Context(), s.opts.UpstreamTimeout, s.sender)
+	defer cancel()
 	header := make(http.Header, len(r.Header)+1)
 	copyHeader(header, r.Header)
 	if header.Get("Content-Type") == "" {

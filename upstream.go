@@ -41,6 +41,29 @@ func closeIdle(s sender) {
 	}
 }
 
+// withTimeout bounds a call through s by d (none if d is not positive).
+// The upstream pool enforces a context's deadline with the connection's
+// own, so it needs no timer: it gets a context that only carries the
+// deadline. Any other sender gets context.WithTimeout.
+func withTimeout(ctx context.Context, d time.Duration, s sender) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return ctx, func() {}
+	}
+	if _, ok := s.(*upstream); ok {
+		return deadlineContext{ctx, time.Now().Add(d)}, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// deadlineContext is its parent with a deadline that nothing but the
+// upstream pool enforces.
+type deadlineContext struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
 // roundTripSender sends through an http.RoundTripper.
 type roundTripSender struct{ rt http.RoundTripper }
 
