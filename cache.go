@@ -88,6 +88,25 @@ func (m *mirror[V]) insertNew(pattern string, v V) V {
 	return v
 }
 
+// update runs fn with the mirror locked for writing, so that many changes
+// take the lock once. fn must not call back into the mirror but through
+// the get and insert it is given.
+func (m *mirror[V]) update(fn func(get func(string) (V, bool), insert func(string, V))) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tree == nil {
+		m.tree = radix.New()
+	}
+	get := func(p string) (v V, ok bool) {
+		val, found := m.tree.Get(p)
+		if !found {
+			return v, false
+		}
+		return val.(V), true
+	}
+	fn(get, func(p string, v V) { m.tree.Insert(p, v) })
+}
+
 // deleteIf removes the value of a pattern if keep returns false for it. It
 // reports whether it removed one. keep runs under the lock: it must be quick
 // and must not call back into the mirror.
@@ -197,9 +216,6 @@ func newInstance(addr string, expires time.Time) instance {
 // nanoseconds).
 func (in instance) liveAt(now int64) bool { return now < in.expires }
 
-// url is where messages for the instance go.
-func (in instance) url() string { return "http://" + in.addr + "/" }
-
 // route is a registered pattern and its instances. Only its round-robin
 // position changes: a change of instances replaces the route in its table,
 // so a reader never sees a slice being modified.
@@ -260,6 +276,32 @@ func (t *routeTable) merge(p string, members ...member) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old, _ := t.m.get(p)
+	r, added := t.merged(p, old, members)
+	if r != nil {
+		t.m.insert(p, r)
+	}
+	return added
+}
+
+// mergeAll merges the members of many patterns at once, as a resync does:
+// one lock for all of them.
+func (t *routeTable) mergeAll(all map[string][]member) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.m.update(func(get func(string) (*route, bool), insert func(string, *route)) {
+		for p, members := range all {
+			old, _ := get(p)
+			if r, _ := t.merged(p, old, members); r != nil {
+				insert(p, r)
+			}
+		}
+	})
+}
+
+// merged returns the route that replaces old (nil if none) once members
+// are merged into it, or nil if it has no instance; and whether an address
+// was new. The caller holds t.mu.
+func (t *routeTable) merged(p string, old *route, members []member) (*route, bool) {
 	r := t.successor(p, old)
 	if old != nil {
 		r.instances = slices.Clone(old.instances)
@@ -278,10 +320,10 @@ func (t *routeTable) merge(p string, members ...member) bool {
 			r.instances[i].expires = mb.expires.UnixNano()
 		}
 	}
-	if len(r.instances) > 0 {
-		t.m.insert(p, r)
+	if len(r.instances) == 0 {
+		return nil, false
 	}
-	return added
+	return r, added
 }
 
 // successor returns a new, empty route to replace old (which may be nil),

@@ -57,9 +57,7 @@ func (s *Server) resync(ctx context.Context) error {
 		s.setReady(false, err)
 		return err
 	}
-	for p, members := range all {
-		s.routes.merge(p, members...)
-	}
+	s.routes.mergeAll(all)
 	s.setReady(true, nil)
 	return nil
 }

@@ -324,7 +324,7 @@ func (r *redisRegistry) all(ctx context.Context) (map[string][]member, error) {
 		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
 	out := make(map[string][]member, len(keys))
-	const batch = 1000
+	const batch = 5000
 	for len(keys) > 0 {
 		n := min(batch, len(keys))
 		results, err := r.liveMembers(ctx, keys[:n], func(k string) string { return k })
@@ -378,7 +378,7 @@ func (r *redisRegistry) keys(ctx context.Context) ([]string, error) {
 		keys []string
 	)
 	scan := func(ctx context.Context, c redis.Cmdable) error {
-		iter := c.Scan(ctx, 0, match, 1000).Iterator()
+		iter := c.Scan(ctx, 0, match, 5000).Iterator()
 		for iter.Next(ctx) {
 			mu.Lock()
 			keys = append(keys, iter.Val())
