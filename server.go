@@ -101,7 +101,7 @@ type Server struct {
 	stop      chan struct{}  // closed by Shutdown: ends the loops
 	loops     sync.WaitGroup // maintenance and subscription loops
 
-	endpoints endpoints // the http.Servers started by Serve
+	inbound   inbound   // serves the connections given to Serve
 	closeOnce sync.Once // runs Shutdown
 	closeErr  error     // set by the first Shutdown
 }
@@ -160,6 +160,14 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		stop:      make(chan struct{}),
 	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
+	s.inbound = inbound{
+		handler:    s.handler,
+		log:        opts.Logger,
+		readHeader: opts.ReadHeaderTimeout,
+		read:       opts.ReadTimeout,
+		write:      opts.WriteTimeout,
+		idleTime:   opts.IdleTimeout,
+	}
 	s.ready.Store(true)
 	if opts.Redis == nil {
 		s.reg = &memRegistry{}
@@ -238,10 +246,8 @@ func (s *Server) ListenAndServe() error {
 // Serve accepts connections on l and serves them until Shutdown, when it
 // returns ErrClosed. It closes l when it returns.
 func (s *Server) Serve(l net.Listener) error {
-	o := s.opts
-	hs := newHTTPServer(s.handler, s.log, o.ReadHeaderTimeout, o.ReadTimeout, o.WriteTimeout, o.IdleTimeout)
 	s.log.Info("nano: server listening", "addr", l.Addr().String(), "registry", s.registryName())
-	return s.endpoints.serve(hs, l)
+	return s.inbound.serve(l)
 }
 
 // Handler returns the server's HTTP handler, for use with an http.Server
@@ -254,7 +260,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // later calls to Serve return ErrClosed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() {
-		err := s.endpoints.shutdown(ctx)
+		err := s.inbound.shutdown(ctx)
 		close(s.stop)
 		s.loops.Wait()
 		closeIdle(s.sender)
@@ -410,13 +416,21 @@ func (s *Server) send(ctx context.Context, in instance, header http.Header, body
 func (s *Server) relay(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
+	if resp.ContentLength >= 0 { // the writer can stream with it
+		w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
 	w.WriteHeader(resp.StatusCode)
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	if _, err := io.CopyBuffer(w, resp.Body, *buf); err != nil {
 		// The status is sent: abort the connection so the client sees a
 		// truncated answer rather than a complete-looking one.
 		panic(http.ErrAbortHandler)
 	}
 }
+
+// copyBuffers hold the buffers that relay copies answers through.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // upstreamError is the error a client of the server sees when a service
 // cannot be reached: the pattern, never the service's address.

@@ -1,6 +1,7 @@
 package nano_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -500,4 +501,97 @@ func TestServerRelaysAnyHTTPAnswer(t *testing.T) {
 			t.Fatalf("answer %d: %d %q %v", i, resp.StatusCode, body, resp.Header)
 		}
 	}
+}
+
+// TestServerSpeaksHTTP11 talks to a server's own connection loop over raw
+// TCP: keep-alive, pipelining, chunked bodies, HTTP/1.0, Expect:
+// 100-continue, oversized and slow headers.
+func TestServerSpeaksHTTP11(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{ReadHeaderTimeout: 300 * time.Millisecond})
+	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	msg := `{"Pattern":"role:math,cmd:sum","Left":2,"Right":3}`
+	request := func(extra, body string) string {
+		return "POST / HTTP/1.1\r\nHost: nano\r\nContent-Type: application/json\r\n" + extra +
+			fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
+	}
+	exchange := func(t *testing.T, raw string, answers int) []*http.Response {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		var out []*http.Response
+		for range answers {
+			resp, err := http.ReadResponse(br, nil)
+			for err == nil && resp.StatusCode == http.StatusContinue {
+				resp, err = http.ReadResponse(br, nil)
+			}
+			if err != nil {
+				t.Fatalf("answer %d: %v", len(out)+1, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body = io.NopCloser(strings.NewReader(string(body)))
+			out = append(out, resp)
+		}
+		return out
+	}
+	bodyOf := func(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b) }
+
+	t.Run("pipelined keep-alive", func(t *testing.T) {
+		answers := exchange(t, request("", msg)+request("", msg)+request("", `{"Pattern":"role:none"}`), 3)
+		if answers[0].StatusCode != 200 || bodyOf(answers[0]) != `{"Result":5}` || bodyOf(answers[1]) != `{"Result":5}` || answers[2].StatusCode != 404 {
+			t.Fatalf("answers: %d %d %d", answers[0].StatusCode, answers[1].StatusCode, answers[2].StatusCode)
+		}
+	})
+	t.Run("chunked body", func(t *testing.T) {
+		raw := "POST / HTTP/1.1\r\nHost: nano\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(msg), msg)
+		if r := exchange(t, raw, 1)[0]; r.StatusCode != 200 || bodyOf(r) != `{"Result":5}` {
+			t.Fatalf("%d", r.StatusCode)
+		}
+	})
+	t.Run("HTTP/1.0", func(t *testing.T) {
+		raw := fmt.Sprintf("POST / HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+		if r := exchange(t, raw, 1)[0]; r.StatusCode != 200 || bodyOf(r) != `{"Result":5}` {
+			t.Fatalf("%d", r.StatusCode)
+		}
+	})
+	t.Run("expect 100-continue", func(t *testing.T) {
+		answers := exchange(t, request("Expect: 100-continue\r\n", msg), 1)
+		if answers[0].StatusCode != 200 {
+			t.Fatalf("%d", answers[0].StatusCode)
+		}
+	})
+	t.Run("header too large", func(t *testing.T) {
+		raw := "POST / HTTP/1.1\r\nX-Big: " + strings.Repeat("x", 2<<20) + "\r\n\r\n"
+		if r := exchange(t, raw, 1)[0]; r.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("%d", r.StatusCode)
+		}
+	})
+	t.Run("malformed request line", func(t *testing.T) {
+		if r := exchange(t, "NONSENSE\r\n\r\n", 1)[0]; r.StatusCode != http.StatusBadRequest {
+			t.Fatalf("%d", r.StatusCode)
+		}
+	})
+	t.Run("slow header", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: nano\r\n") // and nothing more
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("the server answered a request it never got whole")
+		}
+		// The server closed the connection; it still serves others.
+		waitAnswer(t, addr, msg, `{"Result":5}`)
+	})
 }

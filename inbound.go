@@ -1,0 +1,348 @@
+package nano
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// inbound serves the HTTP/1.1 connections of a Server. A proxied message
+// crosses two HTTP servers, the nano server's and the service's; net/http
+// spends, per request, a background read and the machinery of a general
+// server. inbound runs one loop per connection instead: it reads a request
+// with http.ReadRequest, runs the Server's handler, writes the answer with
+// its Content-Length in one write, and bounds every step with the
+// connection's deadlines. It speaks what nano's endpoints need: requests
+// with a length or chunked bodies, keep-alive and "Connection: close",
+// "Expect: 100-continue". Server.Handler serves through net/http instead,
+// for those who mount it.
+//
+// A zero inbound is not usable; it is safe for concurrent use.
+type inbound struct {
+	handler                           http.Handler
+	log                               *slog.Logger
+	readHeader, read, write, idleTime time.Duration // zero means no limit
+
+	mu        sync.Mutex                // guards conns, listeners, closed
+	conns     map[*inConn]bool          // open connections; true while a request runs
+	listeners map[net.Listener]struct{} // accepting
+	closed    bool                      // set by shutdown
+	wg        sync.WaitGroup            // connection loops
+}
+
+// maxHeaderBytes bounds a request's line and headers, as net/http's
+// DefaultMaxHeaderBytes does.
+const maxHeaderBytes = 1 << 20
+
+// inConn is a connection served by inbound.
+type inConn struct {
+	conn net.Conn
+	lr   io.LimitedReader // bounds the header of each request
+	br   *bufio.Reader
+	bw   *bufio.Writer
+}
+
+// serve accepts connections on l until shutdown, then returns ErrClosed.
+func (in *inbound) serve(l net.Listener) error {
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		l.Close()
+		return ErrClosed
+	}
+	if in.listeners == nil {
+		in.listeners = make(map[net.Listener]struct{})
+		in.conns = make(map[*inConn]bool)
+	}
+	in.listeners[l] = struct{}{}
+	in.mu.Unlock()
+
+	var pause time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			in.mu.Lock()
+			closed := in.closed
+			in.mu.Unlock()
+			if closed {
+				return ErrClosed
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+				time.Sleep(pause)
+				continue
+			}
+			return err
+		}
+		pause = 0
+		in.wg.Go(func() { in.handle(c) })
+	}
+}
+
+// handle serves the requests of one connection in turn.
+func (in *inbound) handle(c net.Conn) {
+	ic := &inConn{conn: c}
+	ic.lr.R = c
+	ic.br = bufio.NewReaderSize(&ic.lr, 4<<10)
+	ic.bw = bufio.NewWriterSize(c, 4<<10)
+	if !in.track(ic) {
+		c.Close()
+		return
+	}
+	defer in.untrack(ic)
+
+	wait := in.readHeader // the first request comes at once, or not at all
+	for {
+		ic.lr.N = maxHeaderBytes + 4<<10
+		deadline(c.SetReadDeadline, wait)
+		if _, err := ic.br.Peek(1); err != nil {
+			return // closed, or idle too long
+		}
+		if !in.busy(ic, true) {
+			return // shutting down
+		}
+		deadline(c.SetReadDeadline, in.readHeader)
+		req, err := http.ReadRequest(ic.br)
+		if err != nil {
+			in.refuse(ic, err)
+			return
+		}
+		ic.lr.N = 1<<63 - 1 // the body is bounded by its handler
+		deadline(c.SetReadDeadline, in.read)
+		deadline(c.SetWriteDeadline, in.write)
+		if !in.serveOne(ic, req) || !in.busy(ic, false) {
+			return
+		}
+		wait = in.idleTime
+	}
+}
+
+// serveOne runs the handler for one request and writes its answer. It
+// reports whether the connection may carry another request.
+func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
+	req.RemoteAddr = ic.conn.RemoteAddr().String()
+	if req.Header.Get("Expect") == "100-continue" && req.ContentLength != 0 {
+		ic.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if ic.bw.Flush() != nil {
+			return false
+		}
+	}
+	w := &inWriter{bw: ic.bw, head: req.Method == http.MethodHead, status: http.StatusOK}
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				in.log.Error("nano: handler panicked", "panic", v)
+			}
+			keep = false
+		}
+	}()
+	in.handler.ServeHTTP(w, req)
+	if err := w.finish(); err != nil {
+		return false
+	}
+	// What the handler left of the body must go before the next request.
+	if n, _ := io.CopyN(io.Discard, req.Body, 256<<10); n == 256<<10 {
+		return false
+	}
+	return !req.Close && !w.close && req.ProtoAtLeast(1, 1)
+}
+
+// refuse answers a request that could not be read, if it can be answered.
+func (in *inbound) refuse(ic *inConn, err error) {
+	var ne net.Error
+	if errors.Is(err, io.EOF) || errors.As(err, &ne) {
+		return // the connection closed or timed out
+	}
+	status := http.StatusBadRequest
+	if ic.lr.N <= 0 {
+		status = http.StatusRequestHeaderFieldsTooLarge
+	}
+	w := &inWriter{bw: ic.bw, status: status, close: true}
+	writeError(w, &Error{Status: status, Message: http.StatusText(status)})
+	w.finish()
+}
+
+// track records a new connection; it reports false once shutting down.
+func (in *inbound) track(ic *inConn) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.conns[ic] = false
+	return true
+}
+
+func (in *inbound) untrack(ic *inConn) {
+	in.mu.Lock()
+	delete(in.conns, ic)
+	in.mu.Unlock()
+	ic.conn.Close()
+}
+
+// busy marks a connection as running a request or not; it reports false
+// when the connection should close because the server is shutting down.
+func (in *inbound) busy(ic *inConn, running bool) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.conns[ic] = running
+	return true
+}
+
+// shutdown stops accepting, closes the idle connections and waits for the
+// requests running to end, or for ctx, when it closes the rest.
+func (in *inbound) shutdown(ctx context.Context) error {
+	in.mu.Lock()
+	in.closed = true
+	for l := range in.listeners {
+		l.Close()
+	}
+	for ic, running := range in.conns {
+		if !running {
+			ic.conn.Close()
+		}
+	}
+	in.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		in.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		in.mu.Lock()
+		for ic := range in.conns {
+			ic.conn.Close()
+		}
+		in.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// deadline sets a deadline d from now, or none for d zero.
+func deadline(set func(time.Time) error, d time.Duration) {
+	if d > 0 {
+		set(time.Now().Add(d))
+	} else {
+		set(time.Time{})
+	}
+}
+
+// inWriter is the http.ResponseWriter of inbound. An answer whose handler
+// set Content-Length streams; any other is buffered, then written with its
+// length.
+type inWriter struct {
+	bw          *bufio.Writer
+	header      http.Header
+	status      int
+	wroteHeader bool
+	head        bool  // a HEAD request: no body is written
+	streaming   bool  // the head is out; the body goes straight through
+	length      int64 // the Content-Length announced when streaming
+	written     int64 // body bytes written when streaming
+	buf         []byte
+	close       bool // close the connection after this answer
+}
+
+func (w *inWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header)
+	}
+	return w.header
+}
+
+func (w *inWriter) WriteHeader(status int) {
+	if w.wroteHeader || status < 200 {
+		return
+	}
+	w.wroteHeader = true
+	w.status = status
+	if n, err := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); err == nil && n >= 0 {
+		w.streaming, w.length = true, n
+		w.writeHead(n)
+	}
+}
+
+func (w *inWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	switch {
+	case w.head:
+		return len(p), nil
+	case w.streaming:
+		if w.written+int64(len(p)) > w.length {
+			w.close = true
+			return 0, fmt.Errorf("nano: answer longer than its Content-Length %d", w.length)
+		}
+		n, err := w.bw.Write(p)
+		w.written += int64(n)
+		return n, err
+	default:
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
+}
+
+// finish writes what is buffered and flushes the answer.
+func (w *inWriter) finish() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.streaming {
+		if w.written < w.length && !w.head {
+			w.close = true
+			return io.ErrShortWrite
+		}
+	} else {
+		w.writeHead(int64(len(w.buf)))
+		if !w.head {
+			w.bw.Write(w.buf)
+		}
+	}
+	return w.bw.Flush()
+}
+
+// writeHead writes the status line and the headers, with the body's
+// length; framing headers the handler set are replaced.
+func (w *inWriter) writeHead(length int64) {
+	w.bw.WriteString("HTTP/1.1 ")
+	w.bw.WriteString(strconv.Itoa(w.status))
+	w.bw.WriteByte(' ')
+	w.bw.WriteString(http.StatusText(w.status))
+	w.bw.WriteString("\r\nContent-Length: ")
+	w.bw.WriteString(strconv.FormatInt(length, 10))
+	if w.close {
+		w.bw.WriteString("\r\nConnection: close")
+	}
+	w.bw.WriteString("\r\n")
+	for k, vv := range w.header {
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			continue
+		}
+		for _, v := range vv {
+			w.bw.WriteString(k)
+			w.bw.WriteString(": ")
+			w.bw.WriteString(headerValue(v))
+			w.bw.WriteString("\r\n")
+		}
+	}
+	w.bw.WriteString("\r\n")
+}
