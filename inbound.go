@@ -158,13 +158,13 @@ func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 
 // refuse answers a request that could not be read, if it can be answered.
 func (in *inbound) refuse(ic *inConn, err error) {
-	var ne net.Error
-	if errors.Is(err, io.EOF) || errors.As(err, &ne) {
-		return // the connection closed or timed out
-	}
 	status := http.StatusBadRequest
-	if ic.lr.N <= 0 {
+	var ne net.Error
+	switch {
+	case ic.lr.N <= 0:
 		status = http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, io.EOF) || errors.As(err, &ne):
+		return // the connection closed or timed out
 	}
 	w := &inWriter{bw: ic.bw, status: status, close: true}
 	writeError(w, &Error{Status: status, Message: http.StatusText(status)})
@@ -328,6 +328,10 @@ func (w *inWriter) writeHead(length int64) {
 	w.bw.WriteString(http.StatusText(w.status))
 	w.bw.WriteString("\r\nContent-Length: ")
 	w.bw.WriteString(strconv.FormatInt(length, 10))
+	if _, ok := w.header["Date"]; !ok {
+		w.bw.WriteString("\r\nDate: ")
+		w.bw.WriteString(time.Now().UTC().Format(http.TimeFormat))
+	}
 	if w.close {
 		w.bw.WriteString("\r\nConnection: close")
 	}
