@@ -1,7 +1,6 @@
 package nano
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,100 +10,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 )
-
-// endpoints runs the http.Servers of a Server or Service and shuts them
-// down together. A zero endpoints is ready to use; it is safe for
-// concurrent use.
-type endpoints struct {
-	mu      sync.Mutex                // guards servers, fresh and closed
-	servers map[*http.Server]struct{} // serving, until shutdown
-	fresh   map[net.Conn]struct{}     // accepted, no request read yet
-	closed  bool                      // set by shutdown
-}
-
-// serve runs hs on l until shutdown, then returns ErrClosed. It closes l.
-func (e *endpoints) serve(hs *http.Server, l net.Listener) error {
-	hs.ConnState = e.connState
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		l.Close()
-		return ErrClosed
-	}
-	if e.servers == nil {
-		e.servers = make(map[*http.Server]struct{})
-	}
-	e.servers[hs] = struct{}{}
-	e.mu.Unlock()
-
-	err := hs.Serve(l)
-	if errors.Is(err, http.ErrServerClosed) {
-		return ErrClosed
-	}
-	return err
-}
-
-// connState tracks the connections that have not sent a request. net/http
-// waits 5 seconds for those before a graceful shutdown ends; they carry no
-// request, so shutdown closes them at once.
-func (e *endpoints) connState(c net.Conn, state http.ConnState) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	switch {
-	case state == http.StateNew && e.closed:
-		c.Close()
-	case state == http.StateNew:
-		if e.fresh == nil {
-			e.fresh = make(map[net.Conn]struct{})
-		}
-		e.fresh[c] = struct{}{}
-	default:
-		delete(e.fresh, c)
-	}
-}
-
-// shutdown shuts every server down gracefully, waiting for the requests in
-// flight to end or ctx to be done. Only the first call does anything.
-func (e *endpoints) shutdown(ctx context.Context) error {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return nil
-	}
-	e.closed = true
-	servers := e.servers
-	e.servers = nil
-	for c := range e.fresh {
-		c.Close()
-	}
-	e.mu.Unlock()
-
-	errs := make(chan error, len(servers))
-	for hs := range servers {
-		go func() { errs <- hs.Shutdown(ctx) }()
-	}
-	var all []error
-	for range servers {
-		all = append(all, <-errs)
-	}
-	return errors.Join(all...)
-}
-
-// newHTTPServer returns an http.Server with the given limits, logging its
-// own errors at debug level.
-func newHTTPServer(h http.Handler, log *slog.Logger, readHeader, read, write, idle time.Duration) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: readHeader,
-		ReadTimeout:       read,
-		WriteTimeout:      write,
-		IdleTimeout:       idle,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-}
 
 // hopHeaders are the hop-by-hop headers a proxy must not forward
 // (RFC 9110, section 7.6.1).

@@ -81,7 +81,7 @@ type Service struct {
 	transport http.RoundTripper            // carries registrations and deregistrations
 	loops     sync.WaitGroup               // registration loops
 
-	endpoints endpoints // the http.Servers started by Serve
+	inbound inbound // serves the connections given to Serve
 
 	mu      sync.Mutex // guards serving, adding, closed
 	serving bool       // Serve was called: patterns get registered
@@ -148,14 +148,23 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{
+	s := &Service{
 		opts:      opts,
 		log:       opts.Logger,
 		client:    client,
 		done:      make(chan struct{}),
 		abort:     make(chan struct{}),
 		transport: orDefault(opts.Transport),
-	}, nil
+	}
+	s.inbound = inbound{
+		handler:    http.HandlerFunc(s.serveHTTP),
+		log:        opts.Logger,
+		readHeader: opts.ReadHeaderTimeout,
+		read:       opts.ReadTimeout,
+		write:      opts.WriteTimeout,
+		idleTime:   opts.IdleTimeout,
+	}
+	return s, nil
 }
 
 func (o ServiceOptions) withDefaults() ServiceOptions {
@@ -280,10 +289,8 @@ func (s *Service) Serve(l net.Listener) error {
 		s.routes.each(func(p string, _ *handler) { s.startRegistration(p) })
 	}
 	s.mu.Unlock()
-	o := s.opts
-	hs := newHTTPServer(s.Handler(), s.log, o.ReadHeaderTimeout, o.ReadTimeout, o.WriteTimeout, o.IdleTimeout)
 	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().ServiceAddress, "server", s.opts.Server)
-	return s.endpoints.serve(hs, l)
+	return s.inbound.serve(l)
 }
 
 // Handler returns the service endpoint, for use with an http.Server of
@@ -323,7 +330,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if serving && s.acked.Load() {
 		s.deregisterAll(ctx)
 	}
-	err := s.endpoints.shutdown(ctx)
+	err := s.inbound.shutdown(ctx)
 	s.client.Close()
 	return err
 }
