@@ -393,7 +393,7 @@ func transportError(ctx context.Context, err error) error {
 	// instance), or the request was still unread in its socket when it
 	// did. A process that read the request and then died closes with a
 	// FIN, and that call may have reached a handler: it is not retried.
-	if unread(err) {
+	if _, ok := errors.AsType[*resetError](err); ok {
 		return &notHandledError{fmt.Errorf("%w: %w", ErrServiceUnavailable, err)}
 	}
 	return fmt.Errorf("%w: %v", ErrServiceUnavailable, err)

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,6 +67,11 @@ func (in *inbound) serve(l net.Listener) error {
 	}
 	in.listeners[l] = struct{}{}
 	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		delete(in.listeners, l)
+		in.mu.Unlock()
+	}()
 
 	var pause time.Duration
 	for {
@@ -84,21 +91,16 @@ func (in *inbound) serve(l net.Listener) error {
 			return err
 		}
 		pause = 0
-		in.wg.Go(func() { in.handle(c) })
+		if ic := in.track(c); ic != nil {
+			go in.handle(ic)
+		}
 	}
 }
 
 // handle serves the requests of one connection in turn.
-func (in *inbound) handle(c net.Conn) {
-	ic := &inConn{conn: c}
-	ic.lr.R = c
-	ic.br = bufio.NewReaderSize(&ic.lr, 4<<10)
-	ic.bw = bufio.NewWriterSize(c, 4<<10)
-	if !in.track(ic) {
-		c.Close()
-		return
-	}
+func (in *inbound) handle(ic *inConn) {
 	defer in.untrack(ic)
+	c := ic.conn
 
 	wait := in.readHeader // the first request comes at once, or not at all
 	for {
@@ -130,7 +132,7 @@ func (in *inbound) handle(c net.Conn) {
 // reports whether the connection may carry another request.
 func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 	req.RemoteAddr = ic.conn.RemoteAddr().String()
-	if req.Header.Get("Expect") == "100-continue" && req.ContentLength != 0 {
+	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") && req.ContentLength != 0 {
 		ic.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		if ic.bw.Flush() != nil {
 			return false
@@ -149,8 +151,9 @@ func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 	if err := w.finish(); err != nil {
 		return false
 	}
-	// What the handler left of the body must go before the next request.
-	if n, _ := io.CopyN(io.Discard, req.Body, 256<<10); n == 256<<10 {
+	// What the handler left of the body must go before the next request;
+	// a body that could not be read whole leaves the connection unusable.
+	if n, err := io.CopyN(io.Discard, req.Body, 256<<10); n == 256<<10 || err != nil && err != io.EOF {
 		return false
 	}
 	return !req.Close && !w.close && req.ProtoAtLeast(1, 1)
@@ -171,15 +174,23 @@ func (in *inbound) refuse(ic *inConn, err error) {
 	w.finish()
 }
 
-// track records a new connection; it reports false once shutting down.
-func (in *inbound) track(ic *inConn) bool {
+// track records a new connection and counts its loop, under the same lock
+// as shutdown; it closes the connection and returns nil once shutting
+// down.
+func (in *inbound) track(c net.Conn) *inConn {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.closed {
-		return false
+		c.Close()
+		return nil
 	}
+	ic := &inConn{conn: c}
+	ic.lr.R = c
+	ic.br = bufio.NewReaderSize(&ic.lr, 4<<10)
+	ic.bw = bufio.NewWriterSize(c, 4<<10)
 	in.conns[ic] = false
-	return true
+	in.wg.Add(1)
+	return ic
 }
 
 func (in *inbound) untrack(ic *inConn) {
@@ -187,6 +198,7 @@ func (in *inbound) untrack(ic *inConn) {
 	delete(in.conns, ic)
 	in.mu.Unlock()
 	ic.conn.Close()
+	in.wg.Done()
 }
 
 // busy marks a connection as running a request or not; it reports false
@@ -202,7 +214,8 @@ func (in *inbound) busy(ic *inConn, running bool) bool {
 }
 
 // shutdown stops accepting, closes the idle connections and waits for the
-// requests running to end, or for ctx, when it closes the rest.
+// requests running to end, or for ctx, when it closes the rest and
+// returns without waiting for their handlers.
 func (in *inbound) shutdown(ctx context.Context) error {
 	in.mu.Lock()
 	in.closed = true
@@ -230,7 +243,6 @@ func (in *inbound) shutdown(ctx context.Context) error {
 			ic.conn.Close()
 		}
 		in.mu.Unlock()
-		<-done
 		return ctx.Err()
 	}
 }
@@ -246,19 +258,23 @@ func deadline(set func(time.Time) error, d time.Duration) {
 
 // inWriter is the http.ResponseWriter of inbound. An answer whose handler
 // set Content-Length streams; any other is buffered, then written with its
-// length.
+// length, unless it grows past maxBuffered, when it goes on chunked.
 type inWriter struct {
 	bw          *bufio.Writer
 	header      http.Header
 	status      int
 	wroteHeader bool
 	head        bool  // a HEAD request: no body is written
-	streaming   bool  // the head is out; the body goes straight through
+	streaming   bool  // the head is out with a Content-Length; the body goes straight through
+	chunked     bool  // the head is out; the body goes in chunks
 	length      int64 // the Content-Length announced when streaming
-	written     int64 // body bytes written when streaming
+	written     int64 // body bytes the handler wrote
 	buf         []byte
 	close       bool // close the connection after this answer
 }
+
+// maxBuffered is the largest answer of unknown length held whole.
+const maxBuffered = 64 << 10
 
 func (w *inWriter) Header() http.Header {
 	if w.header == nil {
@@ -273,31 +289,68 @@ func (w *inWriter) WriteHeader(status int) {
 	}
 	w.wroteHeader = true
 	w.status = status
+	if strings.EqualFold(w.Header().Get("Connection"), "close") {
+		w.close = true
+	}
+	if w.bodyless() {
+		return
+	}
 	if n, err := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); err == nil && n >= 0 {
 		w.streaming, w.length = true, n
-		w.writeHead(n)
+		w.writeHead(n, false)
 	}
+}
+
+// bodyless reports whether the answer must have no body (RFC 9110 6.4.1).
+func (w *inWriter) bodyless() bool {
+	return w.status == http.StatusNoContent || w.status == http.StatusNotModified
 }
 
 func (w *inWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.bodyless() {
+		return 0, http.ErrBodyNotAllowed
+	}
+	w.written += int64(len(p))
 	switch {
-	case w.head:
-		return len(p), nil
 	case w.streaming:
-		if w.written+int64(len(p)) > w.length {
+		if w.written > w.length {
 			w.close = true
 			return 0, fmt.Errorf("nano: answer longer than its Content-Length %d", w.length)
 		}
-		n, err := w.bw.Write(p)
-		w.written += int64(n)
-		return n, err
+		if w.head {
+			return len(p), nil
+		}
+		return w.bw.Write(p)
+	case w.head:
+		return len(p), nil
+	case w.chunked:
+		return len(p), w.writeChunk(p)
+	case len(w.buf)+len(p) > maxBuffered:
+		w.chunked = true
+		w.writeHead(0, true)
+		if err := w.writeChunk(w.buf); err != nil {
+			return 0, err
+		}
+		w.buf = nil
+		return len(p), w.writeChunk(p)
 	default:
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
+}
+
+func (w *inWriter) writeChunk(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	w.bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+	w.bw.WriteString("\r\n")
+	w.bw.Write(p)
+	_, err := w.bw.WriteString("\r\n")
+	return err
 }
 
 // finish writes what is buffered and flushes the answer.
@@ -305,13 +358,18 @@ func (w *inWriter) finish() error {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.streaming {
+	switch {
+	case w.bodyless():
+		w.writeHead(-1, false)
+	case w.streaming:
 		if w.written < w.length && !w.head {
 			w.close = true
 			return io.ErrShortWrite
 		}
-	} else {
-		w.writeHead(int64(len(w.buf)))
+	case w.chunked:
+		w.bw.WriteString("0\r\n\r\n")
+	default:
+		w.writeHead(w.written, false)
 		if !w.head {
 			w.bw.Write(w.buf)
 		}
@@ -320,33 +378,62 @@ func (w *inWriter) finish() error {
 }
 
 // writeHead writes the status line and the headers, with the body's
-// length; framing headers the handler set are replaced.
-func (w *inWriter) writeHead(length int64) {
+// length (none when negative) or chunked; the framing headers the handler
+// set are replaced.
+func (w *inWriter) writeHead(length int64, chunked bool) {
 	w.bw.WriteString("HTTP/1.1 ")
 	w.bw.WriteString(strconv.Itoa(w.status))
 	w.bw.WriteByte(' ')
 	w.bw.WriteString(http.StatusText(w.status))
-	w.bw.WriteString("\r\nContent-Length: ")
-	w.bw.WriteString(strconv.FormatInt(length, 10))
-	if _, ok := w.header["Date"]; !ok {
-		w.bw.WriteString("\r\nDate: ")
-		w.bw.WriteString(time.Now().UTC().Format(http.TimeFormat))
+	switch {
+	case chunked:
+		w.bw.WriteString("\r\nTransfer-Encoding: chunked")
+	case length >= 0:
+		w.bw.WriteString("\r\nContent-Length: ")
+		w.bw.WriteString(strconv.FormatInt(length, 10))
 	}
 	if w.close {
 		w.bw.WriteString("\r\nConnection: close")
 	}
+	if _, ok := w.header["Date"]; !ok {
+		w.bw.WriteString("\r\nDate: ")
+		w.bw.WriteString(time.Now().UTC().Format(http.TimeFormat))
+	}
 	w.bw.WriteString("\r\n")
-	for k, vv := range w.header {
-		switch k {
-		case "Content-Length", "Transfer-Encoding", "Connection":
+	writeFields(w.bw, w.header, "Content-Length", "Transfer-Encoding", "Connection")
+	w.bw.WriteString("\r\n")
+}
+
+// writeFields writes header fields but those named in skip, each as
+// "Name: value\r\n", with the control characters of names and values
+// (CR and LF above all) replaced by spaces.
+func writeFields(w *bufio.Writer, header http.Header, skip ...string) {
+	for k, vv := range header {
+		if slices.Contains(skip, k) {
 			continue
 		}
 		for _, v := range vv {
-			w.bw.WriteString(k)
-			w.bw.WriteString(": ")
-			w.bw.WriteString(headerValue(v))
-			w.bw.WriteString("\r\n")
+			w.WriteString(fieldText(k))
+			w.WriteString(": ")
+			w.WriteString(fieldText(v))
+			w.WriteString("\r\n")
 		}
 	}
-	w.bw.WriteString("\r\n")
+}
+
+// fieldText returns s with its control characters but tab replaced by
+// spaces, byte by byte.
+func fieldText(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c < 0x20 && c != '\t' || c == 0x7f {
+					b[j] = ' '
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }

@@ -507,8 +507,20 @@ func TestServerRelaysAnyHTTPAnswer(t *testing.T) {
 // TCP: keep-alive, pipelining, chunked bodies, HTTP/1.0, Expect:
 // 100-continue, oversized and slow headers.
 func TestServerSpeaksHTTP11(t *testing.T) {
-	_, addr := startServer(t, nano.ServerOptions{ReadHeaderTimeout: 300 * time.Millisecond})
+	_, addr := startServer(t, nano.ServerOptions{ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond})
 	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	raw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if strings.Contains(r.Header.Get("X-Want"), "204") {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Write([]byte(strings.Repeat("y", 100<<10))) // no length: chunked
+	}))
+	t.Cleanup(raw.Close)
+	if status, body := post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:raw","ServiceAddress":%q}`, raw.Listener.Addr().String())); status != 200 {
+		t.Fatalf("register: %d %s", status, body)
+	}
 	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
 	msg := `{"Pattern":"role:math,cmd:sum","Left":2,"Right":3}`
 	request := func(extra, body string) string {
@@ -578,6 +590,43 @@ func TestServerSpeaksHTTP11(t *testing.T) {
 	t.Run("malformed request line", func(t *testing.T) {
 		if r := exchange(t, "NONSENSE\r\n\r\n", 1)[0]; r.StatusCode != http.StatusBadRequest {
 			t.Fatalf("%d", r.StatusCode)
+		}
+	})
+	t.Run("body slower than ReadTimeout", func(t *testing.T) {
+		// The body, when it comes, looks like a request of its own: it must
+		// not be served as one.
+		smuggled := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: nano\r\nContent-Length: %d\r\n\r\n", len(smuggled))
+		time.Sleep(600 * time.Millisecond)
+		io.WriteString(c, smuggled)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		all, _ := io.ReadAll(c)
+		if n := strings.Count(string(all), "HTTP/1.1 "); n > 1 {
+			t.Fatalf("%d answers on a connection whose body timed out:\n%s", n, all)
+		}
+	})
+	t.Run("HEAD", func(t *testing.T) {
+		_, get := do(t, http.MethodGet, "http://"+addr+"/healthz", "", nil)
+		answers := exchange(t, "HEAD /healthz HTTP/1.1\r\nHost: nano\r\n\r\n"+request("", msg), 1)
+		if answers[0].StatusCode != 200 || answers[0].ContentLength != int64(len(get)) {
+			t.Fatalf("HEAD: %d, length %d; want 200 and %d", answers[0].StatusCode, answers[0].ContentLength, len(get))
+		}
+	})
+	t.Run("204 then another request", func(t *testing.T) {
+		answers := exchange(t, request("X-Want: 204\r\n", `{"Pattern":"role:raw"}`)+request("", msg), 2)
+		if answers[0].StatusCode != 204 || answers[1].StatusCode != 200 || bodyOf(answers[1]) != `{"Result":5}` {
+			t.Fatalf("answers: %d %d", answers[0].StatusCode, answers[1].StatusCode)
+		}
+	})
+	t.Run("long answer of unknown length", func(t *testing.T) {
+		answers := exchange(t, request("", `{"Pattern":"role:raw"}`)+request("", msg), 2)
+		if got := bodyOf(answers[0]); answers[0].StatusCode != 200 || len(got) != 100<<10 || bodyOf(answers[1]) != `{"Result":5}` {
+			t.Fatalf("answers: %d (%d bytes), %d", answers[0].StatusCode, len(got), answers[1].StatusCode)
 		}
 	})
 	t.Run("slow header", func(t *testing.T) {

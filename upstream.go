@@ -128,11 +128,26 @@ func (u *upstream) send(ctx context.Context, addr string, header http.Header, bo
 			return resp, nil
 		}
 		c.conn.Close()
-		if !reused || attempt > 0 || !unread(err) {
+		if !unread(err) || len(body) > maxUnread {
 			return nil, err
+		}
+		if !reused || attempt > 0 {
+			return nil, &resetError{err}
 		}
 	}
 }
+
+// maxUnread is the largest message whose reset connection is taken to
+// mean that the service read none of it: one that fits the socket
+// buffers, so that a service reading any of it reads it whole, and a
+// service that dies after that closes with a FIN, not a reset.
+const maxUnread = 16 << 10
+
+// resetError is a connection reset before the service read the request.
+type resetError struct{ err error }
+
+func (e *resetError) Error() string { return e.err.Error() }
+func (e *resetError) Unwrap() error { return e.err }
 
 // exchange writes the request on c and reads the answer's head. The body
 // of the answer hands c back to the pool once read to its end.
@@ -163,32 +178,10 @@ func writeRequest(w *bufio.Writer, addr string, header http.Header, body []byte)
 	w.WriteString("\r\nContent-Length: ")
 	w.WriteString(strconv.Itoa(len(body)))
 	w.WriteString("\r\n")
-	for k, vv := range header {
-		for _, v := range vv {
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(headerValue(v))
-			w.WriteString("\r\n")
-		}
-	}
+	writeFields(w, header, "Host", "Content-Length", "Transfer-Encoding", "Connection")
 	w.WriteString("\r\n")
 	w.Write(body)
 	return w.Flush()
-}
-
-// headerValue drops the line breaks a header value must not carry.
-func headerValue(v string) string {
-	for i := 0; i < len(v); i++ {
-		if v[i] == '\r' || v[i] == '\n' {
-			return string(bytes.Map(func(r rune) rune {
-				if r == '\r' || r == '\n' {
-					return ' '
-				}
-				return r
-			}, []byte(v)))
-		}
-	}
-	return v
 }
 
 // get returns a kept connection to addr that is still open, or a new one.
@@ -217,10 +210,9 @@ func (u *upstream) get(ctx context.Context, addr string) (*upConn, bool, error) 
 	return &upConn{conn: conn, br: bufio.NewReaderSize(conn, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, false, nil
 }
 
-// put keeps c for the next message to addr, unless enough are kept. Its
-// deadline stays: the next exchange sets its own, and an idle connection
-// reads nothing.
+// put keeps c for the next message to addr, unless enough are kept.
 func (u *upstream) put(addr string, c *upConn) {
+	c.conn.SetDeadline(time.Time{}) // a passed deadline would fail the liveness check
 	c.idleSince = time.Now()
 	u.mu.Lock()
 	if !u.closed && len(u.idle[addr]) < u.maxIdle {
@@ -301,19 +293,18 @@ func (b *upBody) finish(complete bool) {
 		return
 	}
 	b.done = true
-	b.ReadCloser.Close()
 	if b.stop() && complete && b.reuse {
+		b.ReadCloser.Close()
 		b.u.put(b.addr, b.c)
 		return
 	}
-	b.c.conn.Close()
+	b.c.conn.Close() // first: closing the body would read the rest of it
+	b.ReadCloser.Close()
 }
 
-// unread reports whether a failed exchange ended before the service could
-// read the request: the connection was reset, or broken as it was
-// written. A process that read the request and then died closes the
-// connection with a FIN instead, and that request may have reached a
-// handler.
+// unread reports whether a failed exchange ended with the connection
+// reset, or broken as the request was written: for a message of at most
+// maxUnread bytes, the service read none of it.
 func unread(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
