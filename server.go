@@ -41,8 +41,8 @@ type ServerOptions struct {
 	// ReadHeaderTimeout bounds the reading of a request's headers. Zero
 	// means 5 seconds; negative means no limit.
 	ReadHeaderTimeout time.Duration
-	// ReadTimeout bounds the reading of a whole request. Zero means 30
-	// seconds; negative means no limit.
+	// ReadTimeout bounds the reading of a request's body, once its headers
+	// are read. Zero means 30 seconds; negative means no limit.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds the time from the end of the request headers to
 	// the end of the answer, which includes the upstream call. Zero means

@@ -41,8 +41,10 @@ type ServiceOptions struct {
 	// with 413. Zero means 4 MiB.
 	MaxBodyBytes int64
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout bound
-	// the service's connections as in http.Server. Zero means 5 s, 30 s,
-	// 60 s and 2 min; negative means no limit.
+	// the reading of a request's headers, then of its body, the time from
+	// its headers to the end of the answer, and the wait for the next
+	// request on a kept connection. Zero means 5 s, 30 s, 60 s and 2 min;
+	// negative means no limit.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// CallTimeout bounds each Act call and each registration attempt. Zero
 	// means 30 seconds; negative means no limit.
