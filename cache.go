@@ -73,21 +73,6 @@ func (m *mirror[V]) insert(pattern string, v V) {
 	m.tree.Insert(pattern, v)
 }
 
-// insertNew stores v for a canonical pattern unless it has a value
-// already, and returns the value the pattern has now.
-func (m *mirror[V]) insertNew(pattern string, v V) V {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.tree == nil {
-		m.tree = radix.New()
-	}
-	if cur, ok := m.tree.Get(pattern); ok {
-		return cur.(V)
-	}
-	m.tree.Insert(pattern, v)
-	return v
-}
-
 // update runs fn with the mirror locked for writing, so that many changes
 // take the lock once. fn must not call back into the mirror but through
 // the get and insert it is given.
