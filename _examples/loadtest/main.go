@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -145,7 +146,8 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 		<-ctx.Done()
 		return nil
 	}
-	fmt.Printf("loadtest: %d connections, %v per path (after %v warm-up), %d round(s)\n", conns, d, warmup, rounds)
+	fmt.Printf("loadtest: %d connections, %v per path (after %v warm-up), %d round(s); %s, %d CPUs\n",
+		conns, d, warmup, rounds, runtime.Version(), runtime.NumCPU())
 	all := make(map[string][]result)
 	ratios := make(map[string][]float64)
 	for r := 1; r <= rounds; r++ {
