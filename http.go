@@ -82,10 +82,10 @@ func fatal(log *slog.Logger, msg string, err error) {
 	os.Exit(1)
 }
 
-// newTransport returns the tuned transport servers and clients share among
-// their calls: keep-alive pools large enough that a busy proxy reuses its
-// connections, bounded dials, no proxy from the environment, and bodies
-// passed through as they are.
+// newTransport returns the tuned transport for the control calls of
+// services and clients (registration, /resolve); messages go through the
+// upstream pool. Keep-alive pools, bounded dials, no proxy from the
+// environment, and bodies passed through as they are.
 func newTransport() *http.Transport {
 	return &http.Transport{
 		DialContext: (&net.Dialer{

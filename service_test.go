@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,4 +292,33 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestShutdownSparesOriginalServers: a server of the original library
+// answers /register with an empty 200 and would route /deregister to a
+// handler as a message; a service shutting down sends it none.
+func TestShutdownSparesOriginalServers(t *testing.T) {
+	var mu sync.Mutex
+	paths := map[string]int{}
+	original := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths[r.URL.Path]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(original.Close)
+	svc, _ := startService(t, original.Listener.Addr().String(), map[string]nano.HandlerFunc{"role:x": sumZero})
+	eventually(t, "the service registers", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return paths["/register"] > 0
+	})
+	if err := svc.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if paths["/deregister"] != 0 {
+		t.Fatalf("sent %d deregistrations to a server without /deregister", paths["/deregister"])
+	}
 }
