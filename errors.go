@@ -139,7 +139,7 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	body, _ := json.Marshal(errorBody{Error: msg})
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	h["Content-Type"] = jsonContentType
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))

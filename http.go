@@ -1,6 +1,7 @@
 package nano
 
 import (
+	"slices"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,22 +21,34 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
+// jsonContentType is the Content-Type field of JSON messages and answers,
+// shared by the headers that carry it: it is never modified.
+var jsonContentType = []string{"application/json"}
+
 // copyHeader copies the end-to-end headers of src to dst.
 func copyHeader(dst, src http.Header) {
 	for k, vv := range src {
-		dst[k] = append(dst[k], vv...)
+		if !hopByHop(src, k) {
+			dst[k] = append(dst[k], vv...)
+		}
 	}
-	for _, f := range src.Values("Connection") {
-		for _, k := range strings.Split(f, ",") {
-			if k = strings.TrimSpace(k); k != "" {
-				dst.Del(k)
+}
+
+// hopByHop reports whether the field k of h concerns one connection only:
+// a hop-by-hop header, one that h's Connection header names, or the
+// Content-Length and Host that each hop sets for itself.
+func hopByHop(h http.Header, k string) bool {
+	if k == "Content-Length" || k == "Host" || slices.Contains(hopHeaders, k) {
+		return true
+	}
+	for _, f := range h["Connection"] {
+		for name := range strings.SplitSeq(f, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
+				return true
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		dst.Del(k)
-	}
-	dst.Del("Content-Length")
+	return false
 }
 
 // readBody reads a request body of at most limit bytes.
@@ -70,7 +83,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		writeError(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))
 }

@@ -413,12 +413,17 @@ func writeFields(w *bufio.Writer, header http.Header, skip ...string) {
 			continue
 		}
 		for _, v := range vv {
-			w.WriteString(fieldText(k))
-			w.WriteString(": ")
-			w.WriteString(fieldText(v))
-			w.WriteString("\r\n")
+			writeField(w, k, v)
 		}
 	}
+}
+
+// writeField writes one header field, its control characters replaced.
+func writeField(w *bufio.Writer, k, v string) {
+	w.WriteString(fieldText(k))
+	w.WriteString(": ")
+	w.WriteString(fieldText(v))
+	w.WriteString("\r\n")
 }
 
 // fieldText returns s with its control characters but tab replaced by

@@ -355,12 +355,6 @@ func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
 func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body []byte) {
 	ctx, cancel := withTimeout(r.Context(), s.opts.UpstreamTimeout, s.sender)
 	defer cancel()
-	header := make(http.Header, len(r.Header)+1)
-	copyHeader(header, r.Header)
-	if header.Get("Content-Type") == "" {
-		header.Set("Content-Type", "application/json")
-	}
-
 	now := s.now()
 	live := 0
 	for _, in := range rt.instances {
@@ -379,7 +373,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 			continue
 		}
 		live--
-		resp, err := s.send(ctx, in, header, body)
+		resp, err := s.send(ctx, in, r.Header, body)
 		if err == nil && (live == 0 || resp.Header.Get(noHandlerHeader) == "") {
 			s.relay(w, resp)
 			return
@@ -403,7 +397,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 	writeError(w, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern))
 }
 
-// send posts the message to one instance.
+// send posts the message to one instance, with the end-to-end fields of
+// header.
 func (s *Server) send(ctx context.Context, in instance, header http.Header, body []byte) (*http.Response, error) {
 	resp, err := s.sender.send(ctx, in.addr, header, body)
 	if err != nil {

@@ -654,3 +654,61 @@ func TestServerSpeaksHTTP11(t *testing.T) {
 		waitAnswer(t, addr, msg, `{"Result":5}`)
 	})
 }
+
+// TestServerForwardsEndToEndHeadersOnly checks the proxy's header hygiene
+// both ways: hop-by-hop fields, and the fields a Connection header names,
+// stop at the server; the others go through.
+func TestServerForwardsEndToEndHeadersOnly(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{})
+	got := make(chan http.Header, 1)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+		w.Header().Set("X-Answer", "kept")
+		w.Header().Set("X-Answer-Hop", "dropped")
+		w.Header().Set("Connection", "X-Answer-Hop")
+		w.Header().Set("Proxy-Authenticate", "Basic")
+		w.Write([]byte(`{"ok":true}`))
+	}))
+	t.Cleanup(ts.Close)
+	reg := fmt.Sprintf(`{"Pattern":"role:raw","ServiceAddress":%q}`, ts.Listener.Addr().String())
+	if status, body := post(t, "http://"+addr+"/register", reg); status != 200 {
+		t.Fatalf("register: %d %s", status, body)
+	}
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msg := `{"Pattern":"role:raw"}`
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: nano\r\nContent-Length: %d\r\n"+
+		"X-Trace: abc\r\nX-Secret: s3\r\nConnection: keep-alive, x-secret\r\nKeep-Alive: timeout=5\r\n"+
+		"Proxy-Authorization: Basic eDp5\r\nTe: trailers\r\nUpgrade: websocket\r\n\r\n%s", len(msg), msg)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(resp); resp.StatusCode != 200 || body != `{"ok":true}` {
+		t.Fatalf("answer: %d %s", resp.StatusCode, body)
+	}
+	h := <-got
+	if h.Get("X-Trace") != "abc" || h.Get("Content-Type") != "application/json" {
+		t.Errorf("end-to-end fields lost on the way to the service: %v", h)
+	}
+	for _, k := range []string{"X-Secret", "Keep-Alive", "Proxy-Authorization", "Te", "Upgrade"} {
+		if v := h.Get(k); v != "" {
+			t.Errorf("service got hop-by-hop field %s: %q", k, v)
+		}
+	}
+	if c := h.Get("Connection"); c != "" && !strings.EqualFold(c, "keep-alive") {
+		t.Errorf("service got the client's Connection field: %q", c)
+	}
+	if resp.Header.Get("X-Answer") != "kept" {
+		t.Errorf("answer lost X-Answer: %v", resp.Header)
+	}
+	for _, k := range []string{"X-Answer-Hop", "Proxy-Authenticate"} {
+		if v := resp.Header.Get(k); v != "" {
+			t.Errorf("client got the service's hop-by-hop field %s: %q", k, v)
+		}
+	}
+}

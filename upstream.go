@@ -72,8 +72,9 @@ func (s roundTripSender) send(ctx context.Context, addr string, header http.Head
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range header {
-		req.Header[k] = v
+	copyHeader(req.Header, header)
+	if len(req.Header["Content-Type"]) == 0 {
+		req.Header["Content-Type"] = jsonContentType
 	}
 	return s.rt.RoundTrip(req)
 }
@@ -171,14 +172,25 @@ func (u *upstream) exchange(ctx context.Context, c *upConn, addr string, header 
 	return resp, nil
 }
 
-// writeRequest writes a POST of body with header, and flushes it.
+// writeRequest writes a POST of body with the end-to-end fields of header
+// (application/json unless header has a Content-Type), and flushes it.
 func writeRequest(w *bufio.Writer, addr string, header http.Header, body []byte) error {
 	w.WriteString("POST / HTTP/1.1\r\nHost: ")
 	w.WriteString(addr)
 	w.WriteString("\r\nContent-Length: ")
 	w.WriteString(strconv.Itoa(len(body)))
 	w.WriteString("\r\n")
-	writeFields(w, header, "Host", "Content-Length", "Transfer-Encoding", "Connection")
+	for k, vv := range header {
+		if hopByHop(header, k) {
+			continue
+		}
+		for _, v := range vv {
+			writeField(w, k, v)
+		}
+	}
+	if len(header["Content-Type"]) == 0 {
+		w.WriteString("Content-Type: application/json\r\n")
+	}
 	w.WriteString("\r\n")
 	w.Write(body)
 	return w.Flush()
