@@ -155,11 +155,15 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 			}
 		}
 	}
-	env, err := c.post(ctx, c.opts.Server, body)
+	header := callHeader
+	if c.legacyServer.Load() {
+		header = legacyHeader
+	}
+	env, err := c.post(ctx, c.opts.Server, header, body)
 	if err != nil {
 		return nil, err
 	}
-	if c.legacyServer.Load() {
+	if c.legacyServer.Load() && env.Service != nil {
 		c.learn(p, *env.Service)
 	}
 	return env.Payload, nil
@@ -263,7 +267,7 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 	n, first := len(rt.instances), rt.start()
 	for i := range n {
 		in := rt.instances[(first+i)%n]
-		env, err := c.post(ctx, in.addr, body)
+		env, err := c.post(ctx, in.addr, callHeader, body)
 		if err == nil {
 			return env.Payload, nil, true
 		}
@@ -324,13 +328,32 @@ func orDefault(rt http.RoundTripper) http.RoundTripper {
 	return rt
 }
 
-// jsonHeader is the header of the messages a Client sends.
-var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+// callHeader is the header of the messages a Client sends: JSON, and the
+// envelope in the answer's header if the service can.
+var callHeader = http.Header{"Content-Type": jsonContentType, envelopeHeader: {envelopeInHeader}}
 
-// post sends body to http://addr/ and decodes the envelope of the answer.
-func (c *Client) post(ctx context.Context, addr string, body []byte) (envelope, error) {
+// legacyHeader is the header of the messages sent through a server without
+// /resolve: the client learns peers from the JSON envelope's Service.
+var legacyHeader = http.Header{"Content-Type": jsonContentType}
+
+// A service of this library answers a message that asks for the
+// ServiceRequest envelope, and whose request carries "Nano-Envelope:
+// header", with the handler's bytes as the body and the pattern that
+// matched in a "Nano-Service" header: the same facts as the JSON envelope
+// without encoding the payload in base64 and decoding it again. Services
+// that do not know the header (the original library's) answer with the
+// JSON envelope, which the client reads as before.
+const (
+	envelopeHeader   = "Nano-Envelope"
+	envelopeInHeader = "header"
+	serviceHeader    = "Nano-Service"
+)
+
+// post sends body to http://addr/ and decodes the envelope of the answer;
+// the envelope's Service is nil when the answer carried it in its header.
+func (c *Client) post(ctx context.Context, addr string, header http.Header, body []byte) (envelope, error) {
 	var env envelope
-	resp, err := c.sender.send(ctx, addr, jsonHeader, body)
+	resp, err := c.sender.send(ctx, addr, header, body)
 	if err != nil {
 		return env, transportError(ctx, err)
 	}
@@ -348,6 +371,10 @@ func (c *Client) post(ctx context.Context, addr string, body []byte) (envelope, 
 			return env, &notHandledError{err}
 		}
 		return env, err
+	}
+	if len(resp.Header[serviceHeader]) > 0 {
+		env.Payload = data
+		return env, nil
 	}
 	if err := json.Unmarshal(data, &env); err != nil || env.Service == nil {
 		return env, &notHandledError{fmt.Errorf("%w: the answer is not a service envelope", ErrServiceUnavailable)}
@@ -403,17 +430,15 @@ func transportError(ctx context.Context, err error) error {
 // "ServiceRequest": true, adding the field before the closing brace when the
 // message does not already ask for the envelope.
 func withServiceRequest(msg []byte) ([]byte, error) {
-	var probe struct {
-		ServiceRequest json.RawMessage
-	}
 	trimmed := bytes.TrimSpace(msg)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidMessage)
 	}
-	if err := json.Unmarshal(trimmed, &probe); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	m, err := readMessage(trimmed)
+	if err != nil {
+		return nil, err
 	}
-	if string(probe.ServiceRequest) == "true" {
+	if m.ServiceRequest {
 		return msg, nil
 	}
 	// A later duplicate key wins in encoding/json, so appending overrides a

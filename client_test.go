@@ -2,6 +2,7 @@ package nano_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -367,5 +368,42 @@ func TestActWithOriginalServer(t *testing.T) {
 	act()
 	if n := proxied.Load() - before; n != 2 {
 		t.Fatalf("after PeerTTL: %d calls through the server in all; want 2", n)
+	}
+}
+
+// TestActWithOriginalService calls a service that only knows the JSON
+// envelope, as the original library's services do: Act reads the payload
+// from it, through the server and directly.
+func TestActWithOriginalService(t *testing.T) {
+	_, serverAddr := startServer(t, nano.ServerOptions{})
+	var calls atomic.Int64
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var msg struct{ ServiceRequest bool }
+		json.NewDecoder(r.Body).Decode(&msg)
+		if !msg.ServiceRequest {
+			t.Errorf("Act did not ask for the envelope")
+		}
+		json.NewEncoder(w).Encode(map[string]any{
+			"Service": map[string]any{"Pattern": "role:old", "ServiceAddress": r.Host},
+			"Payload": []byte(`{"Result":"old"}`),
+		})
+	}))
+	t.Cleanup(ts.Close)
+	reg := fmt.Sprintf(`{"Pattern":"role:old","ServiceAddress":%q}`, ts.Listener.Addr().String())
+	if status, body := post(t, "http://"+serverAddr+"/register", reg); status != 200 {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	for _, peerTTL := range []time.Duration{-1, time.Minute} { // through the server, then directly
+		c := newClient(t, nano.ClientOptions{Server: serverAddr, PeerTTL: peerTTL})
+		for range 2 {
+			got, err := c.Act([]byte(`{"Pattern":"role:old"}`), "role:old")
+			if err != nil || string(got) != `{"Result":"old"}` {
+				t.Fatalf("PeerTTL %v: Act = %s, %v", peerTTL, got, err)
+			}
+		}
+	}
+	if n := calls.Load(); n != 4 {
+		t.Fatalf("the service got %d calls, want 4", n)
 	}
 }

@@ -2,7 +2,6 @@ package nano
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -438,11 +437,9 @@ func upstreamError(err error, pattern string) error {
 
 // messagePattern returns the canonical Pattern of a JSON message.
 func messagePattern(body []byte) (string, error) {
-	var m struct {
-		Pattern *string
-	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	m, err := readMessage(body)
+	if err != nil {
+		return "", err
 	}
 	if m.Pattern == nil {
 		return "", fmt.Errorf("%w: no Pattern field", ErrInvalidMessage)

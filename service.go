@@ -520,12 +520,9 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	var msg struct {
-		Pattern        *string
-		ServiceRequest bool
-	}
-	if err := json.Unmarshal(body, &msg); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", ErrInvalidMessage, err))
+	msg, err := readMessage(body)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	if msg.Pattern == nil {
@@ -548,7 +545,10 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if msg.ServiceRequest {
+	switch {
+	case msg.ServiceRequest && r.Header.Get(envelopeHeader) == envelopeInHeader:
+		w.Header()[serviceHeader] = []string{h.pattern}
+	case msg.ServiceRequest:
 		reg := s.registration(h.pattern)
 		out, err = json.Marshal(envelope{Service: &reg, Payload: out})
 		if err != nil {

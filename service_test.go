@@ -63,6 +63,30 @@ func TestServiceEndpoint(t *testing.T) {
 			t.Fatalf("payload is not base64 in %s", body)
 		}
 	})
+	t.Run("envelope in the header", func(t *testing.T) {
+		// What this library's clients ask for: the payload as the body, the
+		// pattern that matched in a header.
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"Pattern":"role:math,cmd:sum,return:zero,x:1","ServiceRequest":true}`))
+		req.Header.Set("Nano-Envelope", "header")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readAll(resp)
+		if resp.StatusCode != 200 || body != `{"Result":0}` || resp.Header.Get("Nano-Service") != "role:math,cmd:sum,return:zero" {
+			t.Fatalf("got %d %s %v", resp.StatusCode, body, resp.Header)
+		}
+		// Without ServiceRequest the header changes nothing.
+		req, _ = http.NewRequest(http.MethodPost, url, strings.NewReader(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`))
+		req.Header.Set("Nano-Envelope", "header")
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(resp); body != `{"Result":3}` || resp.Header.Get("Nano-Service") != "" {
+			t.Fatalf("got %s %v", body, resp.Header)
+		}
+	})
 	t.Run("no handler", func(t *testing.T) {
 		status, body := post(t, url, `{"Pattern":"role:math,cmd:summary"}`)
 		if status != 404 {

@@ -1,0 +1,111 @@
+package nano
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+)
+
+// messageCases are messages readMessage must read as json.Unmarshal does;
+// they seed FuzzReadMessage too.
+var messageCases = []string{
+	`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`,
+	` { "pattern" : "a:b" , "SERVICEREQUEST" : true } `,
+	`{"Pattern":"a","Pattern":"b"}`,
+	`{"Pattern":"a","Pattern":null}`,
+	`{"Pattern":"a","ServiceRequest":true,"ServiceRequest":null}`,
+	`{"Pattern":"a","ServiceRequest":true,"servicerequest":false}`,
+	`{"Nested":{"Pattern":"inner","x":[1,{"y":"}"}]},"Pattern":"outer"}`,
+	`{"Pattern":"caf\u00e9"}`,
+	`{"Pattern":"café"}`,
+	"{\"Pattern\":\"a\xffb\"}",
+	`{"Patt\u0065rn":"escaped name"}`,
+	"{\"\u017fervicerequest\":true,\"Pattern\":\"a\"}", // long s folds to s
+	`{"Pattern":1}`,
+	`{"Pattern":["a"]}`,
+	`{"ServiceRequest":"true","Pattern":"a"}`,
+	`{"ServiceRequest":1}`,
+	`{"Pattern":"a"`,
+	`{"Pattern":"a"}{}`,
+	`{}`,
+	`null`,
+	`[]`,
+	`"Pattern"`,
+	`12`,
+	``,
+	`{"Pattern":"a\"b"}`,
+	`{"a":"\\","Pattern":"x"}`,
+	`{"a":-1.5e+3,"b":true,"c":false,"d":null,"Pattern":"p"}`,
+}
+
+// sameAsUnmarshal fails t unless readMessage reads body as json.Unmarshal
+// does.
+func sameAsUnmarshal(t *testing.T, body []byte) {
+	t.Helper()
+	var want messageFields
+	wantErr := json.Unmarshal(body, &want)
+	got, err := readMessage(body)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("%q: error %v, json.Unmarshal says %v", body, err, wantErr)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrInvalidMessage) {
+			t.Fatalf("%q: error %v does not wrap ErrInvalidMessage", body, err)
+		}
+		return
+	}
+	if (got.Pattern == nil) != (want.Pattern == nil) || got.Pattern != nil && *got.Pattern != *want.Pattern ||
+		got.ServiceRequest != want.ServiceRequest {
+		t.Fatalf("%q: read %s, json.Unmarshal reads %s", body, show(got), show(want))
+	}
+}
+
+func show(f messageFields) string {
+	b, _ := json.Marshal(f)
+	return string(b)
+}
+
+func TestReadMessageAgreesWithUnmarshal(t *testing.T) {
+	for _, m := range messageCases {
+		sameAsUnmarshal(t, []byte(m))
+	}
+}
+
+// TestReadMessageTakesTheFastPath checks that the usual messages do not
+// fall back to json.Unmarshal, and that the fast path allocates only the
+// Pattern.
+func TestReadMessageTakesTheFastPath(t *testing.T) {
+	for _, m := range []string{messageCases[0], messageCases[1], messageCases[6], messageCases[8]} {
+		if _, ok := scanMessage([]byte(m)); !ok {
+			t.Errorf("%s falls back to json.Unmarshal", m)
+		}
+	}
+	body := []byte(messageCases[0])
+	if n := testing.AllocsPerRun(100, func() { readMessage(body) }); n > 2 {
+		t.Errorf("readMessage allocates %v times per message", n)
+	}
+}
+
+func FuzzReadMessage(f *testing.F) {
+	for _, m := range messageCases {
+		f.Add([]byte(m))
+	}
+	f.Fuzz(sameAsUnmarshal)
+}
+
+func BenchmarkReadMessage(b *testing.B) {
+	body := []byte(messageCases[0])
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			readMessage(body)
+		}
+	})
+	b.Run("unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var f messageFields
+			json.Unmarshal(body, &f)
+		}
+	})
+}
