@@ -22,10 +22,9 @@ func alive(c net.Conn) bool {
 	}
 	open := false
 	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
+	err = rc.Control(func(fd uintptr) { // no wait and no deadline: a bare peek
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		open = errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK)
-		return true
 	})
 	return err == nil && open
 }

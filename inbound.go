@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,10 +48,13 @@ const maxHeaderBytes = 1 << 20
 
 // inConn is a connection served by inbound.
 type inConn struct {
-	conn net.Conn
-	lr   io.LimitedReader // bounds the header of each request
-	br   *bufio.Reader
-	bw   *bufio.Writer
+	conn   net.Conn
+	lr     io.LimitedReader // bounds the header of each request
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	w      inWriter    // the writer of the request being served
+	header http.Header // w's header map, cleared for each request
+	buf    []byte      // w's buffer, kept for the next request if small
 }
 
 // serve accepts connections on l until shutdown, then returns ErrClosed.
@@ -138,7 +142,12 @@ func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 			return false
 		}
 	}
-	w := &inWriter{bw: ic.bw, head: req.Method == http.MethodHead, status: http.StatusOK}
+	if ic.header == nil {
+		ic.header = make(http.Header)
+	}
+	clear(ic.header)
+	ic.w = inWriter{bw: ic.bw, header: ic.header, buf: ic.buf[:0], head: req.Method == http.MethodHead, status: http.StatusOK}
+	w := &ic.w
 	defer func() {
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
@@ -150,6 +159,9 @@ func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 	in.handler.ServeHTTP(w, req)
 	if err := w.finish(); err != nil {
 		return false
+	}
+	if cap(w.buf) <= maxKeptBuffer {
+		ic.buf = w.buf[:0]
 	}
 	// What the handler left of the body must go before the next request;
 	// a body that could not be read whole leaves the connection unusable.
@@ -276,6 +288,10 @@ type inWriter struct {
 // maxBuffered is the largest answer of unknown length held whole.
 const maxBuffered = 64 << 10
 
+// maxKeptBuffer is the largest answer buffer a connection keeps for its
+// next answer.
+const maxKeptBuffer = 8 << 10
+
 func (w *inWriter) Header() http.Header {
 	if w.header == nil {
 		w.header = make(http.Header)
@@ -397,7 +413,7 @@ func (w *inWriter) writeHead(length int64, chunked bool) {
 	}
 	if _, ok := w.header["Date"]; !ok {
 		w.bw.WriteString("\r\nDate: ")
-		w.bw.WriteString(time.Now().UTC().Format(http.TimeFormat))
+		w.bw.WriteString(httpDate())
 	}
 	w.bw.WriteString("\r\n")
 	writeFields(w.bw, w.header, "Content-Length", "Transfer-Encoding", "Connection")
@@ -442,3 +458,23 @@ func fieldText(s string) string {
 	}
 	return s
 }
+
+// httpDate returns the current time in the format of the Date header. The
+// text changes once a second, so it is kept and shared.
+func httpDate() string {
+	now := time.Now()
+	if d := lastDate.Load(); d != nil && d.unix == now.Unix() {
+		return d.text
+	}
+	d := &dateText{unix: now.Unix(), text: now.UTC().Format(http.TimeFormat)}
+	lastDate.Store(d)
+	return d.text
+}
+
+// dateText is a Date header's text for one second.
+type dateText struct {
+	unix int64
+	text string
+}
+
+var lastDate atomic.Pointer[dateText]

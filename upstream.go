@@ -224,7 +224,6 @@ func (u *upstream) get(ctx context.Context, addr string) (*upConn, bool, error) 
 
 // put keeps c for the next message to addr, unless enough are kept.
 func (u *upstream) put(addr string, c *upConn) {
-	c.conn.SetDeadline(time.Time{}) // a passed deadline would fail the liveness check
 	c.idleSince = time.Now()
 	u.mu.Lock()
 	if !u.closed && len(u.idle[addr]) < u.maxIdle {
