@@ -155,12 +155,22 @@ func BenchmarkMirrorLoad100k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.Cleanup(func() {
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
+	// Removed before the next run of the benchmark starts, not at the end
+	// of all of them: SCAN's cost grows with the whole database.
+	defer func() {
+		for cursor := uint64(0); ; {
+			keys, next, err := rdb.Scan(ctx, cursor, prefix+"*", 5000).Result()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(keys) > 0 {
+				rdb.Unlink(ctx, keys...)
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
 		}
-	})
+	}()
 
 	opts := nano.ServerOptions{
 		Redis:           &redis.UniversalOptions{Addrs: []string{testRedis.Addr}},
@@ -170,9 +180,11 @@ func BenchmarkMirrorLoad100k(b *testing.B) {
 	}
 	var perPattern float64
 	for b.Loop() {
+		b.StopTimer() // the collection of the last round's mirror is not the load's
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
+		b.StartTimer()
 		srv, err := nano.NewServerWithOptions(opts)
 		if err != nil {
 			b.Fatal(err)

@@ -323,23 +323,38 @@ func (r *redisRegistry) all(ctx context.Context) (map[string][]member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
+	// Batches go in parallel pipelines, so that decoding one overlaps with
+	// Redis answering the next.
+	const batch, parallel = 5000, 4
+	results := make([][][]member, (len(keys)+batch-1)/batch)
+	errs := make([]error, len(results))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	for b := range results {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			lo := b * batch
+			results[b], errs[b] = r.liveMembers(ctx, keys[lo:min(lo+batch, len(keys))], func(k string) string { return k })
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	out := make(map[string][]member, len(keys))
-	const batch = 5000
-	for len(keys) > 0 {
-		n := min(batch, len(keys))
-		results, err := r.liveMembers(ctx, keys[:n], func(k string) string { return k })
-		if err != nil {
-			return nil, err
-		}
-		for i, ms := range results {
+	prefix := r.key("")
+	for b, ms := range results {
+		for i, m := range ms {
+			if len(m) == 0 {
+				continue
+			}
 			// A copy, not a substring: the mirror keeps it, and should not
 			// keep the key's prefix too.
-			p, err := parsePattern(strings.Clone(strings.TrimPrefix(keys[i], r.key(""))))
-			if err == nil && len(ms) > 0 {
-				out[p] = ms
+			if p, err := parsePattern(strings.Clone(strings.TrimPrefix(keys[b*batch+i], prefix))); err == nil {
+				out[p] = m
 			}
 		}
-		keys = keys[n:]
 	}
 	return out, nil
 }
