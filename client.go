@@ -365,19 +365,27 @@ func (c *Client) post(ctx context.Context, addr string, header http.Header, body
 	if int64(len(data)) > c.opts.MaxResponseBytes {
 		return env, fmt.Errorf("%w: answer over %d bytes", ErrServiceUnavailable, c.opts.MaxResponseBytes)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		err := errorFromResponse(resp.StatusCode, data)
-		if resp.Header.Get(noHandlerHeader) != "" {
+	return decodeAnswer(resp.StatusCode, resp.Header, data)
+}
+
+// decodeAnswer reads a service's answer to a call: the handler's bytes,
+// from the JSON envelope or as the body when the header says the envelope
+// is there; an error answer becomes an *Error.
+func decodeAnswer(status int, header http.Header, data []byte) (envelope, error) {
+	var env envelope
+	if status < 200 || status > 299 {
+		err := errorFromResponse(status, data)
+		if header.Get(noHandlerHeader) != "" {
 			return env, &notHandledError{err}
 		}
 		return env, err
 	}
-	if len(resp.Header[serviceHeader]) > 0 {
+	if len(header[serviceHeader]) > 0 {
 		env.Payload = data
 		return env, nil
 	}
 	if err := json.Unmarshal(data, &env); err != nil || env.Service == nil {
-		return env, &notHandledError{fmt.Errorf("%w: the answer is not a service envelope", ErrServiceUnavailable)}
+		return envelope{}, &notHandledError{fmt.Errorf("%w: the answer is not a service envelope", ErrServiceUnavailable)}
 	}
 	return env, nil
 }

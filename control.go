@@ -43,6 +43,13 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if n := s.opts.MaxPatterns; n > 0 && s.routes.len() >= n {
+		if _, known := s.routes.get(reg.Pattern); !known {
+			s.log.Warn("nano: registration refused: registry full", "pattern", reg.Pattern, "address", reg.ServiceAddress, "patterns", n)
+			writeError(w, fmt.Errorf("%w: this server holds %d patterns", ErrRegistryFull, n))
+			return
+		}
+	}
 	// A caller that hangs up does not cancel the write: a cancelled write
 	// would look like a registry outage.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.RegistryTimeout)
@@ -70,6 +77,7 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.RegistryTimeout)
 	defer cancel()
 	if err := s.reg.deregister(ctx, reg); err != nil {
+		s.log.Warn("nano: deregistration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
 		s.setReady(false, err)
 		writeError(w, err)
 		return
@@ -79,6 +87,11 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, reg)
 }
+
+// maxRegistrationBytes bounds the body of a registration: a pattern of
+// MaxPatternBytes and an address, with room to spare for the fields the
+// original library's services add.
+const maxRegistrationBytes = 64 << 10
 
 // readRegistration checks method and token and decodes the registration
 // of a write request; it answers the request itself when they are wrong.
@@ -92,7 +105,7 @@ func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Regis
 		writeError(w, fmt.Errorf("%w: a valid bearer token is required", ErrUnauthorized))
 		return reg, false
 	}
-	body, err := readBody(w, r, s.opts.MaxBodyBytes)
+	body, err := readBody(w, r, min(s.opts.MaxBodyBytes, maxRegistrationBytes))
 	if err != nil {
 		writeError(w, err)
 		return reg, false

@@ -27,6 +27,9 @@ var (
 	// ErrRegistryUnavailable reports that the registry (Redis) cannot be
 	// reached (HTTP 503).
 	ErrRegistryUnavailable = errors.New("nano: registry unavailable")
+	// ErrRegistryFull reports that a server refused a registration of a new
+	// pattern because it holds ServerOptions.MaxPatterns already (HTTP 507).
+	ErrRegistryFull = errors.New("nano: registry full")
 	// ErrServiceUnavailable reports that the service a pattern resolved to
 	// could not be reached or answered badly (HTTP 502).
 	ErrServiceUnavailable = errors.New("nano: service unavailable")
@@ -119,6 +122,7 @@ var sentinels = []struct {
 	{ErrHandler, http.StatusInternalServerError},
 	{ErrServiceUnavailable, http.StatusBadGateway},
 	{ErrRegistryUnavailable, http.StatusServiceUnavailable},
+	{ErrRegistryFull, http.StatusInsufficientStorage},
 	{ErrTimeout, http.StatusGatewayTimeout},
 }
 
@@ -133,7 +137,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if status == http.StatusMethodNotAllowed && w.Header().Get("Allow") == "" {
 		w.Header().Set("Allow", http.MethodPost)
 	}
-	msg := err.Error()
+	msg := publicMessage(err)
 	if msg == "" {
 		msg = http.StatusText(status)
 	}
@@ -143,6 +147,18 @@ func writeError(w http.ResponseWriter, err error) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))
+}
+
+// publicMessage is the text of err that a caller may see. A registry
+// error names the registry's addresses and says what failed inside: the
+// caller learns only that the registry is unavailable (the server logs the
+// rest). Other errors are worded by this package, naming nothing but the
+// caller's own message and pattern, or chosen by a handler.
+func publicMessage(err error) string {
+	if _, chosen := errors.AsType[*Error](err); !chosen && errors.Is(err, ErrRegistryUnavailable) {
+		return ErrRegistryUnavailable.Error()
+	}
+	return err.Error()
 }
 
 // errorFromResponse turns an error answer into an *Error that unwraps to

@@ -228,8 +228,11 @@ func TestRedisOutage(t *testing.T) {
 		case i > stopAt && i < restartAt && i%100 == 0:
 			status, _ := do(t, http.MethodGet, "http://"+addr+"/readyz", "", nil)
 			sawNotReady = sawNotReady || status == http.StatusServiceUnavailable
-			status, _ = post(t, "http://"+addr+"/register", `{"Pattern":"role:new","ServiceAddress":"127.0.0.1:1"}`)
+			status, body := post(t, "http://"+addr+"/register", `{"Pattern":"role:new","ServiceAddress":"127.0.0.1:1"}`)
 			sawWrite503 = sawWrite503 || status == http.StatusServiceUnavailable
+			if _, port, _ := net.SplitHostPort(r.Addr); status == http.StatusServiceUnavailable && strings.Contains(body, port) {
+				t.Errorf("the 503 names the registry's address: %s", body)
+			}
 		}
 	})
 	t.Logf("Redis down for requests %d to %d of 2500: answers %v, %d failed", stopAt, restartAt, ids, len(failures))

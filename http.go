@@ -71,7 +71,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, fmt.Errorf("%w: over %d bytes", ErrMessageTooLarge, limit)
 		}
-		return nil, fmt.Errorf("%w: reading body: %v", ErrInvalidMessage, err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("%w: reading body: timed out", ErrInvalidMessage)
+		}
+		return nil, fmt.Errorf("%w: reading body: %v", ErrInvalidMessage, bodyError(err))
 	}
 	return body, nil
 }
@@ -123,4 +126,14 @@ func durationOr(d, def time.Duration) time.Duration {
 	default:
 		return d
 	}
+}
+
+// bodyError is the part of a body reading error that may be shown to the
+// client: what http.ReadRequest's body reader says about the framing, not
+// the addresses a network error names.
+func bodyError(err error) string {
+	if _, ok := errors.AsType[*net.OpError](err); ok {
+		return "connection failed"
+	}
+	return err.Error()
 }

@@ -55,6 +55,7 @@ type inConn struct {
 	w      inWriter    // the writer of the request being served
 	header http.Header // w's header map, cleared for each request
 	buf    []byte      // w's buffer, kept for the next request if small
+	linger bool        // a body was left unread: close gently
 }
 
 // serve accepts connections on l until shutdown, then returns ErrClosed.
@@ -157,16 +158,19 @@ func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 		}
 	}()
 	in.handler.ServeHTTP(w, req)
+	// What the handler left of the body must go before the next request;
+	// a body that cannot be read whole (too long, as after a 413, or
+	// broken) leaves the connection unusable, and the answer says so,
+	// unless its head is out already.
+	if n, err := io.CopyN(io.Discard, req.Body, 256<<10); n == 256<<10 || err != nil && err != io.EOF {
+		ic.linger = true
+		w.close = true
+	}
 	if err := w.finish(); err != nil {
 		return false
 	}
 	if cap(w.buf) <= maxKeptBuffer {
 		ic.buf = w.buf[:0]
-	}
-	// What the handler left of the body must go before the next request;
-	// a body that could not be read whole leaves the connection unusable.
-	if n, err := io.CopyN(io.Discard, req.Body, 256<<10); n == 256<<10 || err != nil && err != io.EOF {
-		return false
 	}
 	return !req.Close && !w.close && req.ProtoAtLeast(1, 1)
 }
@@ -209,8 +213,25 @@ func (in *inbound) untrack(ic *inConn) {
 	in.mu.Lock()
 	delete(in.conns, ic)
 	in.mu.Unlock()
+	if ic.linger {
+		lingerClose(ic.conn)
+	}
 	ic.conn.Close()
 	in.wg.Done()
+}
+
+// lingerClose ends a connection that may still bring the rest of a body
+// nobody read, as after a 413. Closed at once, the unread bytes would make
+// it reset, and a reset can destroy the answer before the client reads it;
+// so it says it is done writing and reads what comes, for a short while,
+// before it closes.
+func lingerClose(c net.Conn) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, c, 4<<20)
 }
 
 // busy marks a connection as running a request or not; it reports false

@@ -3,6 +3,7 @@ package nano
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"testing"
 )
 
@@ -106,6 +107,42 @@ func BenchmarkReadMessage(b *testing.B) {
 		for b.Loop() {
 			var f messageFields
 			json.Unmarshal(body, &f)
+		}
+	})
+}
+
+// FuzzDecodeAnswer feeds Act's answer decoding with any status, header
+// and body: it never panics, fails every non-2xx answer with an error that
+// maps back to a status, and accepts a 2xx answer only as an envelope.
+func FuzzDecodeAnswer(f *testing.F) {
+	f.Add(200, false, false, []byte(`{"Service":{"Pattern":"a","ServiceAddress":"127.0.0.1:1"},"Payload":"eyJSZXN1bHQiOjF9"}`))
+	f.Add(200, true, false, []byte(`{"Result":1}`))
+	f.Add(404, false, true, []byte(`{"error":"nano: no service matches"}`))
+	f.Add(500, false, false, []byte(``))
+	f.Add(200, false, false, []byte(`{"Service":null,"Payload":"!!"}`))
+	f.Add(302, false, false, []byte(`<html>moved</html>`))
+	f.Add(-1, false, false, []byte(`{"error":""}`))
+	f.Fuzz(func(t *testing.T, status int, inHeader, noHandler bool, data []byte) {
+		h := http.Header{}
+		if inHeader {
+			h.Set(serviceHeader, "role:x")
+		}
+		if noHandler {
+			h.Set(noHandlerHeader, "no-handler")
+		}
+		env, err := decodeAnswer(status, h, data)
+		ok := status >= 200 && status <= 299
+		switch {
+		case !ok && err == nil:
+			t.Fatalf("status %d accepted", status)
+		case err != nil:
+			if s := statusOf(err); s < 400 || s > 599 {
+				t.Fatalf("error %v maps to status %d", err, s)
+			}
+		case !inHeader && env.Service == nil:
+			t.Fatalf("an answer without an envelope accepted: %q", data)
+		case inHeader && string(env.Payload) != string(data):
+			t.Fatalf("payload %q, body %q", env.Payload, data)
 		}
 	})
 }

@@ -37,6 +37,13 @@ type ServerOptions struct {
 	// MaxBodyBytes limits the size of a request body; larger bodies are
 	// answered with 413. Zero means 4 MiB.
 	MaxBodyBytes int64
+	// MaxPatterns bounds the patterns this server accepts registrations
+	// for: once its mirror holds that many, a registration of a pattern it
+	// does not hold yet is answered with 507 (services retry it later).
+	// Renewals and patterns registered through other servers are not
+	// refused. Zero means 100 000 (some 26 MB of mirror); negative means
+	// no limit.
+	MaxPatterns int
 	// ReadHeaderTimeout bounds the reading of a request's headers. Zero
 	// means 5 seconds; negative means no limit.
 	ReadHeaderTimeout time.Duration
@@ -109,6 +116,7 @@ type Server struct {
 const (
 	defaultServerAddr        = ":9999"
 	defaultKeyPrefix         = "nano:"
+	defaultMaxPatterns       = 100_000
 	defaultReadHeaderTimeout = 5 * time.Second
 	defaultReadTimeout       = 30 * time.Second
 	defaultIdleTimeout       = 2 * time.Minute
@@ -196,6 +204,9 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	}
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = defaultKeyPrefix
+	}
+	if o.MaxPatterns == 0 {
+		o.MaxPatterns = defaultMaxPatterns
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = defaultMaxBodyBytes
