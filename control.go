@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -155,6 +156,43 @@ func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// listing is the answer of GET /services: the mirror's patterns and their
+// instances.
+type listing struct {
+	Patterns []listedPattern `json:"Patterns"`
+	Ready    bool            `json:"Ready"` // the registry answers; else the mirror may be stale
+	TTL      float64         `json:"TTL"`   // seconds a registration lives unless renewed
+}
+
+type listedPattern struct {
+	Pattern   string             `json:"Pattern"`
+	Instances []resolvedInstance `json:"Instances"`
+}
+
+// servicesEndpoint handles GET /services: every pattern of the mirror with
+// its live instances and their expiry, sorted by pattern, for people
+// looking at a running system.
+func (s *Server) servicesEndpoint(w http.ResponseWriter, r *http.Request) {
+	if !allowGet(w, r) {
+		return
+	}
+	out := listing{Patterns: []listedPattern{}, Ready: s.ready.Load(), TTL: s.opts.TTL.Seconds()}
+	now := s.now()
+	s.routes.each(func(rt *route) {
+		lp := listedPattern{Pattern: rt.pattern, Instances: []resolvedInstance{}}
+		for _, in := range rt.instances {
+			if in.liveAt(now) {
+				lp.Instances = append(lp.Instances, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC()})
+			}
+		}
+		if len(lp.Instances) > 0 {
+			out.Patterns = append(out.Patterns, lp)
+		}
+	})
+	slices.SortFunc(out.Patterns, func(a, b listedPattern) int { return strings.Compare(a.Pattern, b.Pattern) })
+	writeJSON(w, http.StatusOK, out)
 }
 
 // healthz handles GET /healthz: the process is alive.

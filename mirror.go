@@ -125,6 +125,9 @@ func (s *Server) now() int64 {
 
 // setReady records whether the registry answers, logging the changes.
 func (s *Server) setReady(ready bool, cause error) {
+	if cause != nil {
+		s.metrics.registryErrors.Add(1)
+	}
 	if s.ready.Load() == ready {
 		return
 	}

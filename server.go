@@ -107,6 +107,8 @@ type Server struct {
 	stop      chan struct{}  // closed by Shutdown: ends the loops
 	loops     sync.WaitGroup // maintenance and subscription loops
 
+	metrics   metrics   // what GET /metrics shows
+
 	inbound   inbound   // serves the connections given to Serve
 	closeOnce sync.Once // runs Shutdown
 	closeErr  error     // set by the first Shutdown
@@ -300,6 +302,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.healthz(w, r)
 	case "/readyz":
 		s.readyz(w, r)
+	case "/metrics":
+		s.metricsEndpoint(w, r)
+	case "/services":
+		s.servicesEndpoint(w, r)
 	default:
 		s.proxy(w, r)
 	}
@@ -309,25 +315,37 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // message by its Pattern and passes the service's answer back.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		writeError(w, ErrMethodNotAllowed)
+		s.refuse(w, ErrMethodNotAllowed)
 		return
 	}
 	body, err := readBody(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
-		writeError(w, err)
+		s.refuse(w, err)
 		return
 	}
 	p, err := messagePattern(body)
 	if err != nil {
-		writeError(w, err)
+		s.refuse(w, err)
 		return
 	}
 	rt, err := s.resolve(r.Context(), p)
 	if err != nil {
-		writeError(w, err)
+		s.refuse(w, err)
 		return
 	}
 	s.forward(w, r, rt, body)
+}
+
+// refuse answers a message that no pattern routed, and counts it.
+func (s *Server) refuse(w http.ResponseWriter, err error) {
+	s.metrics.count("", statusOf(err))
+	writeError(w, err)
+}
+
+// answerError answers a message routed by pattern with err, and counts it.
+func (s *Server) answerError(w http.ResponseWriter, pattern string, err error) {
+	s.metrics.count(pattern, statusOf(err))
+	writeError(w, err)
 }
 
 // resolve finds the route of a canonical pattern: from the mirror, or on
@@ -373,7 +391,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 		}
 	}
 	if live == 0 { // all expired since resolve looked
-		writeError(w, fmt.Errorf("%w %q", ErrNoService, rt.pattern))
+		s.answerError(w, rt.pattern, fmt.Errorf("%w %q", ErrNoService, rt.pattern))
 		return
 	}
 	n, first := len(rt.instances), rt.start()
@@ -383,8 +401,13 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 			continue
 		}
 		live--
+		sent := time.Now()
 		resp, err := s.send(ctx, in, r.Header, body)
+		if err == nil {
+			s.metrics.upstream.observe(time.Since(sent))
+		}
 		if err == nil && (live == 0 || resp.Header.Get(noHandlerHeader) == "") {
+			s.metrics.count(rt.pattern, resp.StatusCode)
 			s.relay(w, resp)
 			return
 		}
@@ -397,14 +420,15 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 		}
 		if !notHandled(err) {
 			s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", in.addr, "error", err)
-			writeError(w, upstreamError(err, rt.pattern))
+			s.answerError(w, rt.pattern, upstreamError(err, rt.pattern))
 			return
 		}
+		s.metrics.failovers.Add(1)
 		if s.routes.remove(rt.pattern, in.addr, time.Now().Add(s.opts.TTL)) {
 			s.log.Warn("nano: instance failed, trying another", "pattern", rt.pattern, "address", in.addr, "error", err)
 		}
 	}
-	writeError(w, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern))
+	s.answerError(w, rt.pattern, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern))
 }
 
 // send posts the message to one instance, with the end-to-end fields of

@@ -80,6 +80,7 @@ type Service struct {
 	done      chan struct{}                // closed by Shutdown: ends registration loops and Add
 	abort     chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
 	acked     atomic.Bool                  // the server announced a TTL, so it has /deregister
+	pending   atomic.Int64                 // patterns not registered yet
 	transport http.RoundTripper            // carries registrations and deregistrations
 	loops     sync.WaitGroup               // registration loops
 
@@ -370,6 +371,7 @@ func (s *Service) registration(p string) Registration {
 // startRegistration keeps p registered in the background until the
 // service shuts down. The caller holds s.mu.
 func (s *Service) startRegistration(p string) {
+	s.pending.Add(1)
 	s.loops.Go(func() { s.registerLoop(p) })
 }
 
@@ -384,6 +386,9 @@ func (s *Service) registerLoop(p string) {
 		wait := retry
 		switch {
 		case err == nil:
+			if !registered {
+				s.pending.Add(-1)
+			}
 			if !registered || failures > 0 {
 				s.log.Info("nano: pattern registered", "pattern", p, "server", s.opts.Server, "failed_attempts", failures)
 			}
@@ -511,6 +516,16 @@ func permanent(err error) bool {
 // pattern matching the message and answers with its bytes, or with the
 // ServiceRequest envelope when the message asks for it.
 func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		switch r.URL.Path {
+		case "/healthz":
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+			return
+		case "/readyz":
+			s.readyz(w)
+			return
+		}
+	}
 	if r.Method != http.MethodPost {
 		writeError(w, ErrMethodNotAllowed)
 		return
@@ -559,6 +574,28 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
+}
+
+// readyz answers GET /readyz: 200 once Serve (or Add) registered every
+// pattern at the server at least once, 503 before and after Shutdown
+// began.
+func (s *Service) readyz(w http.ResponseWriter) {
+	s.mu.Lock()
+	serving, closed := s.serving, s.closed
+	s.mu.Unlock()
+	var why string
+	switch n := s.pending.Load(); {
+	case closed:
+		why = "shutting down"
+	case !serving:
+		why = "not serving yet"
+	case n > 0:
+		why = fmt.Sprintf("%d pattern(s) not registered yet", n)
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		return
+	}
+	writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "nano: service not ready: " + why})
 }
 
 // call runs a handler; a panic becomes an ErrHandler error and a log line,

@@ -1,0 +1,235 @@
+// Command nano-server runs a nano server: the registry of patterns and
+// the proxy that sends each message to a service matching its Pattern.
+//
+// It is configured by flags, each of which has an environment variable
+// that sets its default (a flag given on the command line wins):
+//
+//	nano-server                                  # in-memory registry on :9999
+//	NANO_REDIS_ADDR=redis:6379 nano-server       # registry in Redis
+//	nano-server -redis 10.0.0.1:26379,10.0.0.2:26379 -redis-master mymaster   # Sentinel
+//	nano-server -redis 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000              # Cluster
+//
+// Run nano-server -h for every flag. It stops on SIGTERM or SIGINT: it
+// stops accepting, lets the requests under way finish (at most
+// -shutdown-timeout), and exits with status 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-redis/redis/v8"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// config is what the flags and the environment say.
+type config struct {
+	port                                   int
+	host                                   string
+	redisAddrs, redisMaster, redisPassword string
+	redisDB                                int
+	keyPrefix                              string
+	token, tokenFile                       string
+	ttl, resync                            time.Duration
+	upstreamTimeout, registryTimeout       time.Duration
+	readHeaderTimeout, readTimeout         time.Duration
+	writeTimeout, idleTimeout              time.Duration
+	shutdownTimeout                        time.Duration
+	maxBodyBytes                           int64
+	maxPatterns                            int
+	logLevel, logFormat                    string
+}
+
+// parse reads the flags of args, with defaults from the environment.
+func parse(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("nano-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var errs []error
+	str := func(p *string, name, env, def, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" ($"+env+")")
+	}
+	num := func(p *int, name, env string, def int, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("$%s: %q is not a number", env, v))
+			}
+			def = n
+		}
+		fs.IntVar(p, name, def, usage+" ($"+env+")")
+	}
+	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
+		if v, ok := os.LookupEnv(env); ok {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("$%s: %q is not a duration such as 30s", env, v))
+			}
+			def = d
+		}
+		fs.DurationVar(p, name, def, usage+" ($"+env+")")
+	}
+	num(&c.port, "port", "NANO_PORT", 9999, "port to listen on")
+	str(&c.host, "host", "NANO_HOST", "", "address to listen on; empty means all interfaces")
+	str(&c.redisAddrs, "redis", "NANO_REDIS_ADDR", "", "Redis host:port, or several separated by commas (Sentinel or Cluster); empty means the in-memory registry")
+	str(&c.redisMaster, "redis-master", "NANO_REDIS_MASTER", "", "Sentinel master name; -redis then lists the sentinels")
+	str(&c.redisPassword, "redis-password", "NANO_REDIS_PASSWORD", "", "Redis password")
+	num(&c.redisDB, "redis-db", "NANO_REDIS_DB", 0, "Redis database number")
+	str(&c.keyPrefix, "key-prefix", "NANO_KEY_PREFIX", "nano:", "prefix of the registry's Redis keys")
+	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
+	dur(&c.ttl, "ttl", "NANO_TTL", 30*time.Second, "a registration lives this long unless renewed")
+	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 10*time.Second, "full reload of the registry from Redis")
+	dur(&c.upstreamTimeout, "upstream-timeout", "NANO_UPSTREAM_TIMEOUT", 30*time.Second, "bound of one proxied call; then 504")
+	dur(&c.registryTimeout, "registry-timeout", "NANO_REGISTRY_TIMEOUT", 3*time.Second, "bound of each Redis call")
+	dur(&c.readHeaderTimeout, "read-header-timeout", "NANO_READ_HEADER_TIMEOUT", 5*time.Second, "time to read a request's headers")
+	dur(&c.readTimeout, "read-timeout", "NANO_READ_TIMEOUT", 30*time.Second, "time to read a request's body")
+	dur(&c.writeTimeout, "write-timeout", "NANO_WRITE_TIMEOUT", 0, "time to write an answer; 0 means the upstream timeout plus 10s")
+	dur(&c.idleTimeout, "idle-timeout", "NANO_IDLE_TIMEOUT", 2*time.Minute, "keep-alive connections idle longer are closed")
+	dur(&c.shutdownTimeout, "shutdown-timeout", "NANO_SHUTDOWN_TIMEOUT", 25*time.Second, "time given to requests under way at shutdown")
+	var maxBody int
+	num(&maxBody, "max-body-bytes", "NANO_MAX_BODY_BYTES", 4<<20, "larger message bodies get 413")
+	num(&c.maxPatterns, "max-patterns", "NANO_MAX_PATTERNS", 100_000, "registrations of further new patterns get 507; negative means no limit")
+	str(&c.logLevel, "log-level", "NANO_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&c.logFormat, "log-format", "NANO_LOG_FORMAT", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+	c.maxBodyBytes = int64(maxBody)
+	c.token = os.Getenv("NANO_TOKEN")
+	if c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-token-file: %v", err))
+		}
+		c.token = strings.TrimSpace(string(b))
+		if c.token == "" && err == nil {
+			errs = append(errs, fmt.Errorf("-token-file: %s is empty", c.tokenFile))
+		}
+	}
+	if c.port < 0 || c.port > 65535 {
+		errs = append(errs, fmt.Errorf("-port: %d is not a port", c.port))
+	}
+	return c, errors.Join(errs...)
+}
+
+// options turns the configuration into the server's options.
+func (c config) options(log *slog.Logger) nano.ServerOptions {
+	opts := nano.ServerOptions{
+		Addr:              net.JoinHostPort(c.host, strconv.Itoa(c.port)),
+		KeyPrefix:         c.keyPrefix,
+		Token:             c.token,
+		MaxBodyBytes:      c.maxBodyBytes,
+		MaxPatterns:       c.maxPatterns,
+		ReadHeaderTimeout: c.readHeaderTimeout,
+		ReadTimeout:       c.readTimeout,
+		WriteTimeout:      c.writeTimeout,
+		IdleTimeout:       c.idleTimeout,
+		UpstreamTimeout:   c.upstreamTimeout,
+		RegistryTimeout:   c.registryTimeout,
+		TTL:               c.ttl,
+		ResyncInterval:    c.resync,
+		Logger:            log,
+	}
+	if c.redisAddrs != "" {
+		opts.Redis = &redis.UniversalOptions{
+			Addrs:      strings.Split(c.redisAddrs, ","),
+			MasterName: c.redisMaster,
+			Password:   c.redisPassword,
+			DB:         c.redisDB,
+		}
+	}
+	return opts
+}
+
+// logger builds the logger the configuration asks for.
+func (c config) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %q is not debug, info, warn or error", c.logLevel)
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is not text or json", c.logFormat)
+}
+
+// run starts the server and serves until SIGTERM or SIGINT; it returns
+// the exit status.
+func run(args []string, stderr io.Writer) int {
+	c, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "nano-server:", err)
+		return 2
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "nano-server:", err)
+		return 2
+	}
+	opts := c.options(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := nano.NewServerWithOptions(opts)
+	if err != nil {
+		log.Error("nano-server: cannot start", "error", err)
+		return 1
+	}
+	l, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		log.Error("nano-server: cannot listen", "addr", opts.Addr, "error", err)
+		srv.Shutdown(context.Background())
+		return 1
+	}
+	// Serve logs the address and the registry.
+	if c.token == "" {
+		log.Warn("nano-server: no token: anyone who can reach this server can register patterns; set NANO_TOKEN on a network that is not trusted")
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case err := <-served:
+		log.Error("nano-server: serving failed", "error", err)
+		srv.Shutdown(context.Background())
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("nano-server: shutting down", "timeout", c.shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("nano-server: requests cut short at shutdown", "error", err)
+	}
+	log.Info("nano-server: stopped")
+	return 0
+}

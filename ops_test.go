@@ -1,0 +1,220 @@
+package nano_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+// metricLine is a sample line of the Prometheus text format.
+var metricLine = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.e+Inf]+$`)
+
+// checkMetricsText fails t unless text is in the Prometheus text format,
+// and returns its sample lines.
+func checkMetricsText(t *testing.T, text string) map[string]bool {
+	t.Helper()
+	samples := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(line, "# HELP ") || strings.HasPrefix(line, "# TYPE "):
+		case metricLine.MatchString(line):
+			samples[line] = true
+		default:
+			t.Errorf("not a line of the text format: %q", line)
+		}
+	}
+	return samples
+}
+
+func TestServerMetrics(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{})
+	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	before := metricsOf(t, addr)
+	for range 3 {
+		post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum,extra:1","Left":1,"Right":2}`)
+	}
+	post(t, "http://"+addr+"/", `{"Pattern":"role:unknown"}`)
+	post(t, "http://"+addr+"/", `{"Pattern":`)
+	post(t, "http://"+addr+"/", `{"Pattern":"role:weird\"\\"}`)
+
+	samples := metricsOf(t, addr)
+	count := func(samples map[string]bool, prefix string) int {
+		for s := range samples {
+			if rest, ok := strings.CutPrefix(s, prefix+" "); ok {
+				var n int
+				fmt.Sscan(rest, &n)
+				return n
+			}
+		}
+		return 0
+	}
+	for _, c := range []struct {
+		sample string
+		added  int
+	}{
+		{`nano_requests_total{pattern="role:math,cmd:sum",status="200"}`, 3},
+		{`nano_requests_total{pattern="",status="404"}`, 2},
+		{`nano_requests_total{pattern="",status="400"}`, 1},
+		{`nano_upstream_duration_seconds_count`, 3},
+		{`nano_upstream_duration_seconds_bucket{le="+Inf"}`, 3},
+	} {
+		if got := count(samples, c.sample) - count(before, c.sample); got != c.added {
+			t.Errorf("%s went up by %d; want %d", c.sample, got, c.added)
+		}
+	}
+	for _, want := range []string{"nano_patterns 1", `nano_instances{pattern="role:math,cmd:sum"} 1`, "nano_registry_ready 1", "nano_registry_errors_total 0"} {
+		if !samples[want] {
+			t.Errorf("no sample %q", want)
+		}
+	}
+}
+
+func metricsOf(t *testing.T, addr string) map[string]bool {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := readAll(resp)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return checkMetricsText(t, text)
+}
+
+func TestServerListsServices(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{TTL: time.Minute})
+	_, svcAddr := startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum, "role:math": sum})
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	waitAnswer(t, addr, `{"Pattern":"role:math","Left":1,"Right":1}`, `{"Result":2}`)
+	status, body := do(t, http.MethodGet, "http://"+addr+"/services", "", nil)
+	var got struct {
+		Patterns []struct {
+			Pattern   string
+			Instances []struct {
+				ServiceAddress string
+				Expires        time.Time
+			}
+		}
+		Ready bool
+		TTL   float64
+	}
+	if err := json.Unmarshal([]byte(body), &got); status != 200 || err != nil {
+		t.Fatalf("GET /services: %d %s (%v)", status, body, err)
+	}
+	if len(got.Patterns) != 2 || got.Patterns[0].Pattern != "role:math" || got.Patterns[1].Pattern != "role:math,cmd:sum" || !got.Ready || got.TTL != 60 {
+		t.Fatalf("GET /services: %s", body)
+	}
+	for _, p := range got.Patterns {
+		if len(p.Instances) != 1 || p.Instances[0].ServiceAddress != svcAddr || time.Until(p.Instances[0].Expires) < 30*time.Second {
+			t.Fatalf("pattern %s: instances %+v", p.Pattern, p.Instances)
+		}
+	}
+	if status, _ := post(t, "http://"+addr+"/services", `{}`); status != http.StatusMethodNotAllowed {
+		t.Fatalf("POST /services: %d", status)
+	}
+}
+
+func TestServiceHealth(t *testing.T) {
+	// The service starts before its server: alive, but not ready until it
+	// has registered.
+	l := listen(t)
+	serverAddr := l.Addr().String()
+	l.Close()
+	_, svcAddr := startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum}, func(o *nano.ServiceOptions) {
+		o.RetryInterval = 50 * time.Millisecond
+	})
+	get := func(path string) int {
+		status, _ := do(t, http.MethodGet, "http://"+svcAddr+path, "", nil)
+		return status
+	}
+	eventually(t, "the service answers /healthz", func() bool { return get("/healthz") == 200 })
+	if status, body := do(t, http.MethodGet, "http://"+svcAddr+"/readyz", "", nil); status != 503 || !strings.Contains(errorBody(t, body), "not registered") {
+		t.Fatalf("/readyz before the server runs: %d %s", status, body)
+	}
+	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := net.Listen("tcp", serverAddr)
+	if err != nil {
+		t.Skipf("the server's port was taken meanwhile: %v", err)
+	}
+	go srv.Serve(l2)
+	t.Cleanup(func() { srv.Shutdown(t.Context()) })
+	eventually(t, "the service is ready", func() bool { return get("/readyz") == 200 })
+	// A message posted to those paths still reaches the handlers.
+	if status, body := post(t, "http://"+svcAddr+"/healthz", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`); status != 200 || body != `{"Result":3}` {
+		t.Fatalf("POST /healthz: %d %s", status, body)
+	}
+}
+
+func TestNanoServerProgram(t *testing.T) {
+	bin := buildProgram(t, ".", "./cmd/nano-server")
+	for _, registry := range []string{"", testRedis.Addr} {
+		t.Run("redis="+registry, func(t *testing.T) {
+			port, err := freePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			p := startProgram(t, bin, fmt.Sprintf("NANO_PORT=%d", port), "NANO_REDIS_ADDR="+registry,
+				"NANO_TOKEN=s3cret", "NANO_TTL=5s", "NANO_KEY_PREFIX="+fmt.Sprintf("nanoprog:%d:", time.Now().UnixNano()))
+			p.waitOutput(t, "listening")
+			for _, want := range []string{fmt.Sprintf(":%d", port), "registry="} {
+				if !strings.Contains(p.out.String(), want) {
+					t.Errorf("the startup line lacks %q:\n%s", want, p.out.String())
+				}
+			}
+			for _, path := range []string{"/healthz", "/readyz", "/metrics", "/services"} {
+				if status, body := do(t, http.MethodGet, "http://"+addr+path, "", nil); status != 200 {
+					t.Errorf("GET %s: %d %s", path, status, body)
+				}
+			}
+			reg := `{"Pattern":"role:x","ServiceAddress":"127.0.0.1:1"}`
+			if status, _ := post(t, "http://"+addr+"/register", reg); status != http.StatusUnauthorized {
+				t.Errorf("register without the token: %d", status)
+			}
+			status, body := do(t, http.MethodPost, "http://"+addr+"/register", reg, http.Header{"Authorization": {"Bearer s3cret"}})
+			if status != 200 || !strings.Contains(body, `"TTL":5`) {
+				t.Errorf("register with the token: %d %s", status, body)
+			}
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-p.done:
+				p.done <- err
+				if err != nil {
+					t.Fatalf("exit after SIGTERM: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("still running 10 s after SIGTERM")
+			}
+			if !strings.Contains(p.out.String(), "stopped") {
+				t.Errorf("no shutdown line:\n%s", p.out.String())
+			}
+		})
+	}
+	t.Run("bad configuration", func(t *testing.T) {
+		p := startProgram(t, bin, "NANO_TTL=soon")
+		select {
+		case err := <-p.done:
+			p.done <- err
+			if err == nil || !strings.Contains(p.out.String(), "NANO_TTL") {
+				t.Fatalf("exit %v with output %s; want a failure naming NANO_TTL", err, p.out.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still running with a bad configuration")
+		}
+	})
+}
