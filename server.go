@@ -107,7 +107,7 @@ type Server struct {
 	stop      chan struct{}  // closed by Shutdown: ends the loops
 	loops     sync.WaitGroup // maintenance and subscription loops
 
-	metrics   metrics   // what GET /metrics shows
+	metrics metrics // what GET /metrics shows
 
 	inbound   inbound   // serves the connections given to Serve
 	closeOnce sync.Once // runs Shutdown
