@@ -6,6 +6,7 @@ require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/armon/go-radix v1.0.0
 	github.com/go-redis/redis/v8 v8.11.5
+	go.yaml.in/yaml/v3 v3.0.6
 )
 
 require (

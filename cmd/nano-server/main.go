@@ -9,7 +9,9 @@
 //	nano-server -redis 10.0.0.1:26379,10.0.0.2:26379 -redis-master mymaster   # Sentinel
 //	nano-server -redis 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000              # Cluster
 //
-// Run nano-server -h for every flag. It stops on SIGTERM or SIGINT: it
+// Run nano-server -h for every flag. "nano-server -check URL" exits with 0
+// if URL answers 200: the health check of a container image that has no
+// shell. It stops on SIGTERM or SIGINT: it
 // stops accepting, lets the requests under way finish (at most
 // -shutdown-timeout), and exits with status 0.
 package main
@@ -22,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -35,7 +38,28 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "-check" {
+		os.Exit(check(os.Args[2]))
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// check is the health check of images without a shell or curl
+// ("nano-server -check http://127.0.0.1:9999/readyz"): it exits with 0
+// when url answers 200 within 2 seconds, 1 otherwise.
+func check(url string) int {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nano-server -check:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(os.Stderr, "nano-server -check:", resp.Status)
+		return 1
+	}
+	return 0
 }
 
 // config is what the flags and the environment say.

@@ -1,0 +1,145 @@
+package nano_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// yamlDocs parses every document of a YAML file.
+func yamlDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for {
+		var d map[string]any
+		err := dec.Decode(&d)
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		docs = append(docs, d)
+	}
+}
+
+// dig follows keys (strings for maps, ints for lists) into a parsed
+// document; nil when the path does not exist.
+func dig(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				return nil
+			}
+			v = l[k]
+		}
+	}
+	return v
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	files, _ := filepath.Glob("_examples/kubernetes/*.yaml")
+	kinds := map[string]map[string]any{} // "Kind/name" -> document
+	for _, f := range files {
+		for _, d := range yamlDocs(t, f) {
+			if d["apiVersion"] == nil || d["kind"] == nil || dig(d, "metadata", "name") == nil {
+				t.Errorf("%s: a document without apiVersion, kind or metadata.name", f)
+				continue
+			}
+			kinds[d["kind"].(string)+"/"+dig(d, "metadata", "name").(string)] = d
+		}
+	}
+	for _, want := range []string{"Secret/nano-token", "Deployment/redis", "Service/redis", "Deployment/nano-server", "Service/nano-server", "Deployment/sum"} {
+		if kinds[want] == nil {
+			t.Errorf("no %s", want)
+		}
+	}
+	if r := dig(kinds["Deployment/nano-server"], "spec", "replicas"); r != 3 {
+		t.Errorf("nano-server replicas: %v; want 3", r)
+	}
+	if r, _ := dig(kinds["Deployment/sum"], "spec", "replicas").(int); r < 2 {
+		t.Errorf("sum replicas: %d; want at least 2", r)
+	}
+	for _, name := range []string{"Deployment/nano-server", "Deployment/sum", "Deployment/redis"} {
+		c := dig(kinds[name], "spec", "template", "spec", "containers", 0)
+		for _, field := range []string{"readinessProbe", "livenessProbe"} {
+			if dig(c, field) == nil {
+				t.Errorf("%s has no %s", name, field)
+			}
+		}
+		if dig(c, "resources", "requests", "cpu") == nil || dig(c, "resources", "requests", "memory") == nil {
+			t.Errorf("%s has no resource requests", name)
+		}
+		if name == "Deployment/redis" {
+			continue
+		}
+		token := false
+		env, _ := dig(c, "env").([]any)
+		for _, e := range env {
+			if dig(e, "name") == "NANO_TOKEN" && dig(e, "valueFrom", "secretKeyRef", "name") == "nano-token" {
+				token = true
+			}
+		}
+		if !token {
+			t.Errorf("%s does not take NANO_TOKEN from the secret", name)
+		}
+		if dig(kinds[name], "spec", "template", "spec", "securityContext", "runAsNonRoot") != true {
+			t.Errorf("%s may run as root", name)
+		}
+	}
+}
+
+func TestDockerCompose(t *testing.T) {
+	docs := yamlDocs(t, "_examples/docker/docker-compose.yml")
+	if len(docs) != 1 {
+		t.Fatalf("%d documents", len(docs))
+	}
+	services := dig(docs[0], "services")
+	for _, name := range []string{"redis", "nano-server", "sum"} {
+		if dig(services, name, "healthcheck", "test") == nil {
+			t.Errorf("service %s has no health check", name)
+		}
+	}
+	if r := dig(services, "sum", "deploy", "replicas"); r != 2 {
+		t.Errorf("sum replicas: %v; want 2", r)
+	}
+	if dig(services, "nano-server", "environment", "NANO_REDIS_ADDR") != "redis:6379" {
+		t.Errorf("the server does not use the compose Redis")
+	}
+	for _, name := range []string{"nano-server", "sum"} {
+		df := dig(services, name, "build", "dockerfile")
+		if df == nil {
+			t.Fatalf("service %s is not built here", name)
+		}
+		if _, err := os.Stat(filepath.Join("_examples/docker", dig(services, name, "build", "context").(string), df.(string))); err != nil {
+			t.Errorf("service %s: %v", name, err)
+		}
+	}
+	b, err := os.ReadFile("_examples/docker/Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "AS build", "USER 65532", "nonroot"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("the Dockerfile lacks %q", want)
+		}
+	}
+}
