@@ -1,12 +1,15 @@
 package nano_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -217,4 +220,77 @@ func TestNanoServerProgram(t *testing.T) {
 			t.Fatal("still running with a bad configuration")
 		}
 	})
+}
+
+// logLines collects the messages of the log records it handles.
+type logLines struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logLines) Enabled(_ context.Context, level slog.Level) bool { return level >= slog.LevelInfo }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	return nil
+}
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logLines) WithGroup(string) slog.Handler      { return l }
+
+func (l *logLines) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.msgs {
+		if strings.Contains(m, msg) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logLines) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.msgs)
+}
+
+// TestServerLogs checks the server's log at the default level: a line per
+// registration, deregistration, expiry and failover, none per message.
+func TestServerLogs(t *testing.T) {
+	lines := &logLines{}
+	_, addr := startServer(t, nano.ServerOptions{Logger: slog.New(lines), TTL: 300 * time.Millisecond})
+	svc, _ := startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	before := lines.len()
+	for range 100 {
+		post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`)
+		post(t, "http://"+addr+"/", `{"Pattern":"role:nothing"}`)
+	}
+	if n := lines.len() - before; n != 0 {
+		t.Errorf("200 messages logged %d lines at info level: %q", n, lines.msgs[before:])
+	}
+	if n := lines.count("service registered"); n != 1 {
+		t.Errorf("%d lines for one registration (renewals must not log)", n)
+	}
+	svc.Shutdown(t.Context())
+	eventually(t, "the deregistration is logged", func() bool { return lines.count("service deregistered") == 1 })
+
+	// An instance that registers and dies: its registration expires; and
+	// one that refuses connections: the server fails over.
+	dead, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:gone","ServiceAddress":"127.0.0.1:%d"}`, dead))
+	if status != 200 {
+		t.Fatalf("register: %d %s", status, body)
+	}
+	post(t, "http://"+addr+"/", `{"Pattern":"role:gone"}`)
+	if n := lines.count("instance failed"); n != 1 {
+		t.Errorf("%d lines for one failover", n)
+	}
+	post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:expiring","ServiceAddress":"127.0.0.1:%d"}`, dead))
+	eventually(t, "the expiry is logged", func() bool { return lines.count("registration expired") >= 1 })
 }
