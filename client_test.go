@@ -267,7 +267,8 @@ func TestActCacheKeepsSpecificRoutes(t *testing.T) {
 	serverAddr, _ := countingServer(t)
 	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
 	startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum,return:zero": sumZero})
-	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum,return:zero"}`, `{"Result":0}`)
+	// Non-zero terms: the sum service would answer 0 to a message without.
+	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum,return:zero","Left":1,"Right":1}`, `{"Result":0}`)
 	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
 	c := newClient(t, nano.ClientOptions{Server: serverAddr})
 	for range 2 {

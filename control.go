@@ -173,9 +173,13 @@ type listedPattern struct {
 
 // servicesEndpoint handles GET /services: every pattern of the mirror with
 // its live instances and their expiry, sorted by pattern, for people
-// looking at a running system.
+// looking at a running system. With a token set, it requires the token.
 func (s *Server) servicesEndpoint(w http.ResponseWriter, r *http.Request) {
 	if !allowGet(w, r) {
+		return
+	}
+	if !s.authorized(r) { // it shows the whole topology at once
+		writeError(w, fmt.Errorf("%w: a valid bearer token is required", ErrUnauthorized))
 		return
 	}
 	out := listing{Patterns: []listedPattern{}, Ready: s.ready.Load(), TTL: s.opts.TTL.Seconds()}

@@ -27,28 +27,57 @@ var jsonContentType = []string{"application/json"}
 
 // copyHeader copies the end-to-end headers of src to dst.
 func copyHeader(dst, src http.Header) {
+	named := connectionNamed(src)
 	for k, vv := range src {
-		if !hopByHop(src, k) {
+		if !hopByHop(k, named) {
 			dst[k] = append(dst[k], vv...)
 		}
 	}
 }
 
-// hopByHop reports whether the field k of h concerns one connection only:
-// a hop-by-hop header, one that h's Connection header names, or the
-// Content-Length and Host that each hop sets for itself.
-func hopByHop(h http.Header, k string) bool {
-	if k == "Content-Length" || k == "Host" || slices.Contains(hopHeaders, k) {
-		return true
-	}
+// hopByHop reports whether the field k concerns one connection only: a
+// hop-by-hop header, one that the header's Connection field names (named,
+// from connectionNamed), or the Content-Length and Host that each hop sets
+// for itself.
+func hopByHop(k string, named map[string]bool) bool {
+	return k == "Content-Length" || k == "Host" || slices.Contains(hopHeaders, k) || named[k]
+}
+
+// maxConnectionNames bounds the names a message's Connection header may
+// list; no client needs more than a few.
+const maxConnectionNames = 64
+
+// checkConnection refuses a Connection header that lists more names than
+// maxConnectionNames.
+func checkConnection(h http.Header) error {
+	n := 0
 	for _, f := range h["Connection"] {
+		n += strings.Count(f, ",") + 1
+	}
+	if n > maxConnectionNames {
+		return fmt.Errorf("%w: the Connection header lists over %d names", ErrInvalidMessage, maxConnectionNames)
+	}
+	return nil
+}
+
+// connectionNamed returns the canonical names of the fields h's Connection
+// header lists, or nil when it has none (the usual case). Built once per
+// header, it keeps the filtering linear in the header's size however many
+// names a client lists.
+func connectionNamed(h http.Header) map[string]bool {
+	values := h["Connection"]
+	if len(values) == 0 {
+		return nil
+	}
+	named := make(map[string]bool)
+	for _, f := range values {
 		for name := range strings.SplitSeq(f, ",") {
-			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
-				return true
+			if name = strings.TrimSpace(name); name != "" {
+				named[http.CanonicalHeaderKey(name)] = true
 			}
 		}
 	}
-	return false
+	return named
 }
 
 // readBody reads a request body of at most limit bytes.

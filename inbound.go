@@ -56,6 +56,33 @@ type inConn struct {
 	header http.Header // w's header map, cleared for each request
 	buf    []byte      // w's buffer, kept for the next request if small
 	linger bool        // a body was left unread: close gently
+	body   countedBody // the body of the request being served
+}
+
+// drainWait bounds the wait for the rest of a body its handler did not
+// read, before the answer goes out.
+const drainWait = 500 * time.Millisecond
+
+// countedBody is a request body that knows how much of it was read.
+type countedBody struct {
+	io.ReadCloser
+	n   int64
+	eof bool
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+// consumed reports whether the body was read to its end: the handler saw
+// EOF, or read all of a known length.
+func (b *countedBody) consumed(length int64) bool {
+	return b.eof || length >= 0 && b.n >= length
 }
 
 // serve accepts connections on l until shutdown, then returns ErrClosed.
@@ -137,6 +164,10 @@ func (in *inbound) handle(ic *inConn) {
 // reports whether the connection may carry another request.
 func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 	req.RemoteAddr = ic.conn.RemoteAddr().String()
+	if req.Body != http.NoBody {
+		ic.body = countedBody{ReadCloser: req.Body}
+		req.Body = &ic.body
+	}
 	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") && req.ContentLength != 0 {
 		ic.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		if ic.bw.Flush() != nil {
@@ -159,12 +190,19 @@ func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
 	}()
 	in.handler.ServeHTTP(w, req)
 	// What the handler left of the body must go before the next request;
-	// a body that cannot be read whole (too long, as after a 413, or
-	// broken) leaves the connection unusable, and the answer says so,
-	// unless its head is out already.
-	if n, err := io.CopyN(io.Discard, req.Body, 256<<10); n == 256<<10 || err != nil && err != io.EOF {
-		ic.linger = true
-		w.close = true
+	// a body that cannot be read whole soon (too long, as after a 413;
+	// slow; broken) leaves the connection unusable, and the answer says
+	// so, unless its head is out already.
+	if req.Body != http.NoBody && !ic.body.consumed(req.ContentLength) {
+		wait := drainWait
+		if in.read > 0 {
+			wait = min(wait, in.read)
+		}
+		deadline(ic.conn.SetReadDeadline, wait)
+		if n, err := io.CopyN(io.Discard, req.Body, 256<<10); n == 256<<10 || err != nil && err != io.EOF {
+			ic.linger = true
+			w.close = true
+		}
 	}
 	if err := w.finish(); err != nil {
 		return false

@@ -75,9 +75,16 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 		key requestKey
 		n   uint64
 	}
+	// Counters of patterns that left the mirror are dropped, so that the
+	// series follow the registry rather than its whole history.
 	var reqs []sample
 	m.requests.Range(func(k, v any) bool {
-		reqs = append(reqs, sample{k.(requestKey), v.(*atomic.Uint64).Load()})
+		key := k.(requestKey)
+		if _, ok := s.routes.get(key.pattern); key.pattern != "" && !ok {
+			m.requests.Delete(k)
+			return true
+		}
+		reqs = append(reqs, sample{key, v.(*atomic.Uint64).Load()})
 		return true
 	})
 	slices.SortFunc(reqs, func(a, b sample) int {

@@ -178,10 +178,14 @@ func TestNanoServerProgram(t *testing.T) {
 					t.Errorf("the startup line lacks %q:\n%s", want, p.out.String())
 				}
 			}
+			bearer := http.Header{"Authorization": {"Bearer s3cret"}}
 			for _, path := range []string{"/healthz", "/readyz", "/metrics", "/services"} {
-				if status, body := do(t, http.MethodGet, "http://"+addr+path, "", nil); status != 200 {
+				if status, body := do(t, http.MethodGet, "http://"+addr+path, "", bearer); status != 200 {
 					t.Errorf("GET %s: %d %s", path, status, body)
 				}
+			}
+			if status, _ := do(t, http.MethodGet, "http://"+addr+"/services", "", nil); status != http.StatusUnauthorized {
+				t.Errorf("GET /services without the token: %d", status)
 			}
 			reg := `{"Pattern":"role:x","ServiceAddress":"127.0.0.1:1"}`
 			if status, _ := post(t, "http://"+addr+"/register", reg); status != http.StatusUnauthorized {
@@ -293,4 +297,30 @@ func TestServerLogs(t *testing.T) {
 	}
 	post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:expiring","ServiceAddress":"127.0.0.1:%d"}`, dead))
 	eventually(t, "the expiry is logged", func() bool { return lines.count("registration expired") >= 1 })
+}
+
+// TestMetricsFollowTheRegistry: the counters of a deregistered pattern
+// leave /metrics.
+func TestMetricsFollowTheRegistry(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{})
+	_, svcAddr := startService(t, addr, map[string]nano.HandlerFunc{"role:brief": sum}, func(o *nano.ServiceOptions) { o.PeerTTL = -1 })
+	waitAnswer(t, addr, `{"Pattern":"role:brief","Left":1,"Right":1}`, `{"Result":2}`)
+	series := `nano_requests_total{pattern="role:brief",status="200"}`
+	has := func() bool {
+		for s := range metricsOf(t, addr) {
+			if strings.HasPrefix(s, series) {
+				return true
+			}
+		}
+		return false
+	}
+	if !has() {
+		t.Fatalf("no %s", series)
+	}
+	if status, body := post(t, "http://"+addr+"/deregister", fmt.Sprintf(`{"Pattern":"role:brief","ServiceAddress":%q}`, svcAddr)); status != 200 {
+		t.Fatalf("deregister: %d %s", status, body)
+	}
+	if has() {
+		t.Fatalf("%s still shown after the pattern left", series)
+	}
 }

@@ -191,6 +191,26 @@ func TestHostileInput(t *testing.T) {
 			}
 		}
 	})
+	t.Run("many header fields", func(t *testing.T) {
+		// 20 000 fields, and a Connection header naming 20 000 of them:
+		// the proxy refuses the second, and filters the first in time
+		// linear in their number (a quadratic filter takes minutes here).
+		many := http.Header{}
+		names := make([]string, 0, 20_000)
+		for i := range 20_000 {
+			name := fmt.Sprintf("X-F%d", i)
+			many.Set(name, "v")
+			names = append(names, name)
+		}
+		if status, body := do(t, "POST", "http://"+addr+"/", valid, many); status != 200 || body != `{"Result":2}` {
+			t.Fatalf("20 000 fields: %d %.200s", status, body)
+		}
+		many.Set("Connection", strings.Join(names, ","))
+		if status, body := do(t, "POST", "http://"+addr+"/", valid, many); status != 400 || !strings.Contains(errorBody(t, body), "Connection") {
+			t.Fatalf("Connection naming 20 000 fields: %d %.200s", status, body)
+		}
+		check(t)
+	})
 	t.Run("chunked body", func(t *testing.T) {
 		for _, target := range []string{addr, svcAddr} {
 			req, _ := http.NewRequest(http.MethodPost, "http://"+target+"/", io.MultiReader(strings.NewReader(valid)))
@@ -292,5 +312,26 @@ func TestServerDoesNotFollowRedirects(t *testing.T) {
 	readAll(resp)
 	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != elsewhere.URL+"/secret" || fetched.Load() {
 		t.Fatalf("got %d Location %q, fetched %v; want the 307 passed back", resp.StatusCode, resp.Header.Get("Location"), fetched.Load())
+	}
+}
+
+// TestRefusalDoesNotWaitForTheBody: a request refused before its body is
+// read (here a registration without the token) is answered at once, and
+// the connection closed, however slowly the body comes.
+func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
+	_, addr := startServer(t, nano.ServerOptions{Token: "t", ReadTimeout: time.Minute})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /register HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body is missing: %v", err)
+	}
+	if resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+		t.Fatalf("got %d, Connection %q; want 401 and close", resp.StatusCode, resp.Header.Get("Connection"))
 	}
 }

@@ -31,8 +31,9 @@ type ServerOptions struct {
 	// KeyPrefix namespaces the Redis keys of the registry. Empty means "nano:".
 	KeyPrefix string
 	// Token, when not empty, must be sent as "Authorization: Bearer <Token>"
-	// with every registration and deregistration. Empty means they are not
-	// authenticated: run the server on a trusted network only.
+	// with every registration and deregistration, and to read GET
+	// /services. Empty means they are not authenticated: run the server on
+	// a trusted network only.
 	Token string
 	// MaxBodyBytes limits the size of a request body; larger bodies are
 	// answered with 413. Zero means 4 MiB.
@@ -40,9 +41,10 @@ type ServerOptions struct {
 	// MaxPatterns bounds the patterns this server accepts registrations
 	// for: once its mirror holds that many, a registration of a pattern it
 	// does not hold yet is answered with 507 (services retry it later).
-	// Renewals and patterns registered through other servers are not
-	// refused. Zero means 100 000 (some 26 MB of mirror); negative means
-	// no limit.
+	// Renewals of patterns it holds pass, and the patterns other servers
+	// register still reach its mirror; a pattern whose instances all
+	// expired or failed is no longer held. Zero means 100 000 (some 26 MB
+	// of mirror); negative means no limit.
 	MaxPatterns int
 	// ReadHeaderTimeout bounds the reading of a request's headers. Zero
 	// means 5 seconds; negative means no limit.
@@ -87,7 +89,8 @@ type ServerOptions struct {
 // the longest whole-field prefix of the message's "Pattern".
 //
 // It answers the control endpoints (/register, /deregister, /resolve,
-// /healthz, /readyz) and proxies POST requests on every other path. Registrations live in the registry
+// /healthz, /readyz, /metrics, /services) and proxies POST requests on
+// every other path. Registrations live in the registry
 // (Redis, or the embedded one) and are mirrored in memory, so routing a
 // known pattern needs no Redis round trip.
 //
@@ -316,6 +319,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		s.refuse(w, ErrMethodNotAllowed)
+		return
+	}
+	if err := checkConnection(r.Header); err != nil {
+		s.refuse(w, err)
 		return
 	}
 	body, err := readBody(w, r, s.opts.MaxBodyBytes)

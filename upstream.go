@@ -180,8 +180,9 @@ func writeRequest(w *bufio.Writer, addr string, header http.Header, body []byte)
 	w.WriteString("\r\nContent-Length: ")
 	w.WriteString(strconv.Itoa(len(body)))
 	w.WriteString("\r\n")
+	named := connectionNamed(header)
 	for k, vv := range header {
-		if hopByHop(header, k) {
+		if hopByHop(k, named) {
 			continue
 		}
 		for _, v := range vv {

@@ -9,7 +9,7 @@
 //	nano-server -redis 10.0.0.1:26379,10.0.0.2:26379 -redis-master mymaster   # Sentinel
 //	nano-server -redis 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000              # Cluster
 //
-// Run nano-server -h for every flag. "nano-server -check URL" exits with 0
+// Run nano-server -h for every flag. An empty variable counts as unset. "nano-server -check URL" exits with 0
 // if URL answers 200: the health check of a container image that has no
 // shell. It stops on SIGTERM or SIGINT: it
 // stops accepting, lets the requests under way finish (at most
@@ -38,8 +38,16 @@ import (
 )
 
 func main() {
-	if len(os.Args) == 3 && os.Args[1] == "-check" {
+	if len(os.Args) == 3 && (os.Args[1] == "-check" || os.Args[1] == "--check") {
 		os.Exit(check(os.Args[2]))
+	}
+	if len(os.Args) == 2 {
+		if url, ok := strings.CutPrefix(strings.TrimPrefix(os.Args[1], "-"), "-check="); ok || strings.HasPrefix(os.Args[1], "-check=") {
+			if !ok {
+				url = strings.TrimPrefix(os.Args[1], "-check=")
+			}
+			os.Exit(check(url))
+		}
 	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
@@ -74,7 +82,7 @@ type config struct {
 	upstreamTimeout, registryTimeout       time.Duration
 	readHeaderTimeout, readTimeout         time.Duration
 	writeTimeout, idleTimeout              time.Duration
-	shutdownTimeout                        time.Duration
+	shutdownDelay, shutdownTimeout         time.Duration
 	maxBodyBytes                           int64
 	maxPatterns                            int
 	logLevel, logFormat                    string
@@ -87,13 +95,13 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	var errs []error
 	str := func(p *string, name, env, def, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
+		if v := os.Getenv(env); v != "" {
 			def = v
 		}
 		fs.StringVar(p, name, def, usage+" ($"+env+")")
 	}
 	num := func(p *int, name, env string, def int, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
+		if v := os.Getenv(env); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("$%s: %q is not a number", env, v))
@@ -103,7 +111,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		fs.IntVar(p, name, def, usage+" ($"+env+")")
 	}
 	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
+		if v := os.Getenv(env); v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("$%s: %q is not a duration such as 30s", env, v))
@@ -128,6 +136,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	dur(&c.readTimeout, "read-timeout", "NANO_READ_TIMEOUT", 30*time.Second, "time to read a request's body")
 	dur(&c.writeTimeout, "write-timeout", "NANO_WRITE_TIMEOUT", 0, "time to write an answer; 0 means the upstream timeout plus 10s")
 	dur(&c.idleTimeout, "idle-timeout", "NANO_IDLE_TIMEOUT", 2*time.Minute, "keep-alive connections idle longer are closed")
+	dur(&c.shutdownDelay, "shutdown-delay", "NANO_SHUTDOWN_DELAY", 0, "time to go on serving after SIGTERM before shutting down, while a load balancer stops sending new requests")
 	dur(&c.shutdownTimeout, "shutdown-timeout", "NANO_SHUTDOWN_TIMEOUT", 25*time.Second, "time given to requests under way at shutdown")
 	var maxBody int
 	num(&maxBody, "max-body-bytes", "NANO_MAX_BODY_BYTES", 4<<20, "larger message bodies get 413")
@@ -142,6 +151,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	c.maxBodyBytes = int64(maxBody)
 	c.token = os.Getenv("NANO_TOKEN")
+	if c.tokenFile != "" && c.token != "" {
+		errs = append(errs, errors.New("both $NANO_TOKEN and -token-file are set: give the token one way"))
+	}
 	if c.tokenFile != "" {
 		b, err := os.ReadFile(c.tokenFile)
 		if err != nil {
@@ -247,6 +259,11 @@ func run(args []string, stderr io.Writer) int {
 		srv.Shutdown(context.Background())
 		return 1
 	case <-ctx.Done():
+	}
+	stop() // a second signal ends the process at once
+	if c.shutdownDelay > 0 {
+		log.Info("nano-server: stopping soon", "delay", c.shutdownDelay.String())
+		time.Sleep(c.shutdownDelay)
 	}
 	log.Info("nano-server: shutting down", "timeout", c.shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
