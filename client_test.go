@@ -146,7 +146,7 @@ func TestActErrors(t *testing.T) {
 		},
 	})
 	t.Cleanup(func() { close(release) })
-	waitAnswer(t, serverAddr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	waitRegistered(t, serverAddr, "role:math,cmd:sum", "role:fail", "role:slow", "role:lookup")
 	c := newClient(t, nano.ClientOptions{Server: serverAddr, Timeout: 300 * time.Millisecond})
 
 	_, err := c.Act([]byte(`{"Pattern":"role:none"}`), "role:none")

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -407,4 +408,21 @@ func newCountingProxy(t *testing.T, backend string, words ...string) *countingPr
 		}
 	}()
 	return p
+}
+
+// waitRegistered waits until the server at serverAddr resolves each of
+// patterns to itself: registered, not merely covered by a shorter one.
+func waitRegistered(t *testing.T, serverAddr string, patterns ...string) {
+	t.Helper()
+	for _, p := range patterns {
+		eventually(t, fmt.Sprintf("%s is registered", p), func() bool {
+			resp, err := http.Get("http://" + serverAddr + "/resolve?pattern=" + url.QueryEscape(p))
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var res struct{ Pattern string }
+			return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&res) == nil && res.Pattern == p
+		})
+	}
 }

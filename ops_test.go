@@ -97,8 +97,7 @@ func metricsOf(t *testing.T, addr string) map[string]bool {
 func TestServerListsServices(t *testing.T) {
 	_, addr := startServer(t, nano.ServerOptions{TTL: time.Minute})
 	_, svcAddr := startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum, "role:math": sum})
-	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
-	waitAnswer(t, addr, `{"Pattern":"role:math","Left":1,"Right":1}`, `{"Result":2}`)
+	waitRegistered(t, addr, "role:math,cmd:sum", "role:math")
 	status, body := do(t, http.MethodGet, "http://"+addr+"/services", "", nil)
 	var got struct {
 		Patterns []struct {

@@ -89,7 +89,7 @@ func TestServerErrorStatuses(t *testing.T) {
 		"role:slow":  func([]byte) ([]byte, error) { <-release; return []byte(`{}`), nil },
 	})
 	t.Cleanup(func() { close(release) })
-	waitAnswer(t, addr, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`, `{"Result":2}`)
+	waitRegistered(t, addr, "role:math,cmd:sum", "role:fail", "role:teapot", "role:panic", "role:odd", "role:ok", "role:slow")
 
 	// A registration whose service is not listening.
 	deadPort, err := freePort()
