@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -211,6 +212,45 @@ func TestNanoServerProgram(t *testing.T) {
 			}
 		})
 	}
+	t.Run("registry unreachable", func(t *testing.T) {
+		dead, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := startProgram(t, bin, fmt.Sprintf("NANO_REDIS_ADDR=127.0.0.1:%d", dead), "NANO_REGISTRY_TIMEOUT=300ms")
+		select {
+		case err := <-p.done:
+			p.done <- err
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Fatalf("exit %v; want status 1\n%s", err, p.out.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still running without its registry")
+		}
+	})
+	t.Run("shutdown delay and second signal", func(t *testing.T) {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		p := startProgram(t, bin, fmt.Sprintf("NANO_PORT=%d", port), "NANO_SHUTDOWN_DELAY=1m")
+		p.waitOutput(t, "listening")
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.waitOutput(t, "stopping soon")
+		// During the delay it still serves.
+		if status, body := do(t, http.MethodGet, "http://"+addr+"/healthz", "", nil); status != 200 {
+			t.Fatalf("during the shutdown delay: %d %s", status, body)
+		}
+		// A second signal ends it at once.
+		p.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case err := <-p.done:
+			p.done <- err
+		case <-time.After(10 * time.Second):
+			t.Fatal("a second signal did not end it")
+		}
+	})
 	t.Run("bad configuration", func(t *testing.T) {
 		p := startProgram(t, bin, "NANO_TTL=soon")
 		select {
