@@ -17,7 +17,8 @@ import (
 // small, so the package writes it itself rather than import a metrics
 // library into every program that uses nano.
 type metrics struct {
-	requests       sync.Map // requestKey -> *atomic.Uint64
+	mu             sync.RWMutex // guards requests; the counters are atomic
+	requests       map[requestKey]*atomic.Uint64
 	upstream       histogram
 	registryErrors atomic.Uint64
 	failovers      atomic.Uint64
@@ -31,14 +32,25 @@ type requestKey struct {
 	status  int
 }
 
-// count adds one message to its pattern and status.
+// count adds one message to its pattern and status. A counter that exists
+// is found under the read lock, without allocating.
 func (m *metrics) count(pattern string, status int) {
 	k := requestKey{pattern, status}
-	c, ok := m.requests.Load(k)
-	if !ok {
-		c, _ = m.requests.LoadOrStore(k, new(atomic.Uint64))
+	m.mu.RLock()
+	c := m.requests[k]
+	m.mu.RUnlock()
+	if c == nil {
+		m.mu.Lock()
+		if c = m.requests[k]; c == nil {
+			if m.requests == nil {
+				m.requests = make(map[requestKey]*atomic.Uint64)
+			}
+			c = new(atomic.Uint64)
+			m.requests[k] = c
+		}
+		m.mu.Unlock()
 	}
-	c.(*atomic.Uint64).Add(1)
+	c.Add(1)
 }
 
 // upstreamBuckets are the upper bounds, in seconds, of the histogram of the
@@ -78,15 +90,15 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 	// Counters of patterns that left the mirror are dropped, so that the
 	// series follow the registry rather than its whole history.
 	var reqs []sample
-	m.requests.Range(func(k, v any) bool {
-		key := k.(requestKey)
+	m.mu.Lock()
+	for key, c := range m.requests {
 		if _, ok := s.routes.get(key.pattern); key.pattern != "" && !ok {
-			m.requests.Delete(k)
-			return true
+			delete(m.requests, key)
+			continue
 		}
-		reqs = append(reqs, sample{key, v.(*atomic.Uint64).Load()})
-		return true
-	})
+		reqs = append(reqs, sample{key, c.Load()})
+	}
+	m.mu.Unlock()
 	slices.SortFunc(reqs, func(a, b sample) int {
 		if c := strings.Compare(a.key.pattern, b.key.pattern); c != 0 {
 			return c
