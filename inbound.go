@@ -49,6 +49,7 @@ const maxHeaderBytes = 1 << 20
 // inConn is a connection served by inbound.
 type inConn struct {
 	conn   net.Conn
+	remote string           // conn's remote address, for each request's RemoteAddr
 	lr     io.LimitedReader // bounds the header of each request
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -163,7 +164,7 @@ func (in *inbound) handle(ic *inConn) {
 // serveOne runs the handler for one request and writes its answer. It
 // reports whether the connection may carry another request.
 func (in *inbound) serveOne(ic *inConn, req *http.Request) (keep bool) {
-	req.RemoteAddr = ic.conn.RemoteAddr().String()
+	req.RemoteAddr = ic.remote
 	if req.Body != http.NoBody {
 		ic.body = countedBody{ReadCloser: req.Body}
 		req.Body = &ic.body
@@ -238,7 +239,7 @@ func (in *inbound) track(c net.Conn) *inConn {
 		c.Close()
 		return nil
 	}
-	ic := &inConn{conn: c}
+	ic := &inConn{conn: c, remote: c.RemoteAddr().String()}
 	ic.lr.R = c
 	ic.br = bufio.NewReaderSize(&ic.lr, 4<<10)
 	ic.bw = bufio.NewWriterSize(c, 4<<10)
@@ -339,6 +340,7 @@ type inWriter struct {
 	streaming   bool  // the head is out with a Content-Length; the body goes straight through
 	chunked     bool  // the head is out; the body goes in chunks
 	length      int64 // the Content-Length announced when streaming
+	preset      bool  // setLength announced length
 	written     int64 // body bytes the handler wrote
 	buf         []byte
 	close       bool // close the connection after this answer
@@ -370,10 +372,19 @@ func (w *inWriter) WriteHeader(status int) {
 	if w.bodyless() {
 		return
 	}
-	if n, err := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); err == nil && n >= 0 {
+	if w.preset {
+		w.streaming = true
+		w.writeHead(w.length, false)
+	} else if n, err := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64); err == nil && n >= 0 {
 		w.streaming, w.length = true, n
 		w.writeHead(n, false)
 	}
+}
+
+// setLength announces the length of the body to come, as a Content-Length
+// header would, without the text.
+func (w *inWriter) setLength(n int64) {
+	w.preset, w.length = true, n
 }
 
 // bodyless reports whether the answer must have no body (RFC 9110 6.4.1).

@@ -453,7 +453,11 @@ func (s *Server) relay(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
 	if resp.ContentLength >= 0 { // the writer can stream with it
-		w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		if iw, ok := w.(*inWriter); ok {
+			iw.setLength(resp.ContentLength) // no text to write and parse again
+		} else {
+			w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		}
 	}
 	w.WriteHeader(resp.StatusCode)
 	buf := copyBuffers.Get().(*[]byte)
