@@ -228,6 +228,17 @@ func (r *route) live(now int64) bool {
 	return false
 }
 
+// liveCount is the number of r's instances live at now.
+func (r *route) liveCount(now int64) int {
+	n := 0
+	for _, in := range r.instances {
+		if in.liveAt(now) {
+			n++
+		}
+	}
+	return n
+}
+
 // member is an instance as a registry reports it.
 type member struct {
 	addr    string

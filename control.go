@@ -103,7 +103,7 @@ func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Regis
 		return reg, false
 	}
 	if !s.authorized(r) {
-		writeError(w, fmt.Errorf("%w: a valid bearer token is required", ErrUnauthorized))
+		writeError(w, errTokenRequired)
 		return reg, false
 	}
 	body, err := readBody(w, r, min(s.opts.MaxBodyBytes, maxRegistrationBytes))
@@ -121,6 +121,9 @@ func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Regis
 	}
 	return reg, true
 }
+
+// errTokenRequired answers a request that needs the token and lacks it.
+var errTokenRequired = fmt.Errorf("%w: a valid bearer token is required", ErrUnauthorized)
 
 // authorized reports whether a write request carries the token, when one
 // is set. The comparison takes the same time whatever the token sent.
@@ -148,14 +151,18 @@ func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	res := resolution{Pattern: rt.pattern, TTL: s.opts.TTL.Seconds()}
-	now := s.now()
+	writeJSON(w, http.StatusOK, resolution{Pattern: rt.pattern, Instances: liveInstances(rt, s.now()), TTL: s.opts.TTL.Seconds()})
+}
+
+// liveInstances lists the instances of rt live at now, never nil.
+func liveInstances(rt *route, now int64) []resolvedInstance {
+	out := []resolvedInstance{}
 	for _, in := range rt.instances {
 		if in.liveAt(now) {
-			res.Instances = append(res.Instances, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC()})
+			out = append(out, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC()})
 		}
 	}
-	writeJSON(w, http.StatusOK, res)
+	return out
 }
 
 // listing is the answer of GET /services: the mirror's patterns and their
@@ -179,20 +186,14 @@ func (s *Server) servicesEndpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.authorized(r) { // it shows the whole topology at once
-		writeError(w, fmt.Errorf("%w: a valid bearer token is required", ErrUnauthorized))
+		writeError(w, errTokenRequired)
 		return
 	}
 	out := listing{Patterns: []listedPattern{}, Ready: s.ready.Load(), TTL: s.opts.TTL.Seconds()}
 	now := s.now()
 	s.routes.each(func(rt *route) {
-		lp := listedPattern{Pattern: rt.pattern, Instances: []resolvedInstance{}}
-		for _, in := range rt.instances {
-			if in.liveAt(now) {
-				lp.Instances = append(lp.Instances, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC()})
-			}
-		}
-		if len(lp.Instances) > 0 {
-			out.Patterns = append(out.Patterns, lp)
+		if live := liveInstances(rt, now); len(live) > 0 {
+			out.Patterns = append(out.Patterns, listedPattern{rt.pattern, live})
 		}
 	})
 	slices.SortFunc(out.Patterns, func(a, b listedPattern) int { return strings.Compare(a.Pattern, b.Pattern) })
@@ -202,8 +203,13 @@ func (s *Server) servicesEndpoint(w http.ResponseWriter, r *http.Request) {
 // healthz handles GET /healthz: the process is alive.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if allowGet(w, r) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeAlive(w)
 	}
+}
+
+// writeAlive is the answer of /healthz on servers and services.
+func writeAlive(w http.ResponseWriter) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz handles GET /readyz: 200 while the registry answers (the mirror

@@ -269,7 +269,7 @@ func lingerClose(c net.Conn) {
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
-	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(drainWait))
 	io.CopyN(io.Discard, c, 4<<20)
 }
 

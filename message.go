@@ -1,6 +1,7 @@
 package nano
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -62,7 +63,7 @@ func scanMessage(b []byte) (messageFields, bool) {
 		switch {
 		case equalFoldASCII(name, "pattern"):
 			switch {
-			case v[0] == '"' && noEscapes(v) && utf8.Valid(v):
+			case v[0] == '"' && bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v):
 				pattern, hasPattern = v[1:len(v)-1], true
 			case v[0] == 'n':
 				pattern, hasPattern = nil, false
@@ -154,16 +155,6 @@ func valueEnd(b []byte, i int) int {
 func plainText(s []byte) bool {
 	for _, c := range s {
 		if c < 0x20 || c >= 0x7f || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// noEscapes reports whether the JSON string s has no backslash.
-func noEscapes(s []byte) bool {
-	for _, c := range s {
-		if c == '\\' {
 			return false
 		}
 	}

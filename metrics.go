@@ -134,15 +134,7 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 		live    int
 	}
 	var per []count
-	s.routes.each(func(rt *route) {
-		live := 0
-		for _, in := range rt.instances {
-			if in.liveAt(now) {
-				live++
-			}
-		}
-		per = append(per, count{rt.pattern, live})
-	})
+	s.routes.each(func(rt *route) { per = append(per, count{rt.pattern, rt.liveCount(now)}) })
 	slices.SortFunc(per, func(a, b count) int { return strings.Compare(a.pattern, b.pattern) })
 	help(bw, "nano_patterns", "gauge", "Patterns in this server's mirror of the registry.")
 	fmt.Fprintf(bw, "nano_patterns %d\n", len(per))

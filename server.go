@@ -43,7 +43,7 @@ type ServerOptions struct {
 	// does not hold yet is answered with 507 (services retry it later).
 	// Renewals of patterns it holds pass, and the patterns other servers
 	// register still reach its mirror; a pattern whose instances all
-	// expired or failed is no longer held. Zero means 100 000 (some 26 MB
+	// expired or failed is no longer held. Zero means 100 000 (some 28 MB
 	// of mirror); negative means no limit.
 	MaxPatterns int
 	// ReadHeaderTimeout bounds the reading of a request's headers. Zero
@@ -391,12 +391,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 	ctx, cancel := withTimeout(r.Context(), s.opts.UpstreamTimeout, s.sender)
 	defer cancel()
 	now := s.now()
-	live := 0
-	for _, in := range rt.instances {
-		if in.liveAt(now) {
-			live++
-		}
-	}
+	live := rt.liveCount(now)
 	if live == 0 { // all expired since resolve looked
 		s.answerError(w, rt.pattern, fmt.Errorf("%w %q", ErrNoService, rt.pattern))
 		return

@@ -95,6 +95,7 @@ type Service struct {
 type handler struct {
 	pattern string
 	fn      HandlerFunc
+	field   []string // pattern as the value of the Nano-Service header
 }
 
 // Defaults of the service options.
@@ -247,7 +248,7 @@ func (s *Service) Handle(pattern string, fn HandlerFunc) error {
 	if _, dup := s.routes.get(p); dup {
 		return fmt.Errorf("%w: %q already has a handler", ErrInvalidPattern, p)
 	}
-	s.routes.insert(p, &handler{pattern: p, fn: fn})
+	s.routes.insert(p, &handler{pattern: p, fn: fn, field: []string{p}})
 	if s.serving {
 		s.startRegistration(p)
 	}
@@ -519,7 +520,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		switch r.URL.Path {
 		case "/healthz":
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+			writeAlive(w)
 			return
 		case "/readyz":
 			s.readyz(w)
@@ -562,7 +563,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case msg.ServiceRequest && r.Header.Get(envelopeHeader) == envelopeInHeader:
-		w.Header()[serviceHeader] = []string{h.pattern}
+		w.Header()[serviceHeader] = h.field
 	case msg.ServiceRequest:
 		reg := s.registration(h.pattern)
 		out, err = json.Marshal(envelope{Service: &reg, Payload: out})
