@@ -1,452 +1,140 @@
 package nano
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
-	"slices"
-	"strings"
-	"sync"
-	"sync/atomic"
+	"fmt"
+	"net/http"
+	"net/url"
 	"time"
-
-	"github.com/armon/go-radix"
 )
 
-// mirror maps canonical patterns to values and answers longest whole-field
-// prefix lookups. Servers mirror the registry in one; clients keep their
-// resolved peers in one; services find their handlers in one.
-//
-// go-radix matches bytes, not fields, and is not safe for concurrent use:
-// mirror adds the field boundary and a lock. A zero mirror is empty and
-// ready to use; it is safe for concurrent use.
-type mirror[V any] struct {
-	mu   sync.RWMutex // guards tree
-	tree *radix.Tree  // canonical pattern -> V; nil until the first insert
-}
+// The peer cache of a Client: for each pattern it has called, the live
+// instances the server named, called directly until PeerTTL passes.
 
-// lookup returns the longest registered pattern that is a whole-field
-// prefix of the canonical pattern req, and its value. It does not allocate.
-func (m *mirror[V]) lookup(req string) (pattern string, v V, ok bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.tree == nil {
-		return "", v, false
+// MaxPeers is the largest number of patterns a Client caches peers for.
+const MaxPeers = 10_000
+
+// peersOf returns the instances to call for pattern p: from the cache
+// while fresh, else from the server's /resolve (one request for all
+// concurrent callers, each waiting no longer than its own ctx allows).
+// When the server cannot be asked, a stale entry still serves: its
+// instances are only tried. It returns a nil route, and no error, when the
+// call should go through the server; an error when nothing handles the
+// pattern or ctx ended.
+func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
+	cached, ok := c.peers.get(p)
+	if ok && time.Now().UnixNano() < cached.refresh {
+		return cached, nil
 	}
-	for s := req; ; {
-		k, val, found := m.tree.LongestPrefix(s)
-		if !found {
-			return "", v, false
-		}
-		if len(k) == len(req) || req[len(k)] == ',' {
-			return k, val.(V), true
-		}
-		// k ends inside a field ("cmd:sum" of "cmd:summary"): only a key
-		// ending at an earlier field boundary can still match.
-		j := strings.LastIndexByte(req[:len(k)], ',')
-		if j < 0 {
-			return "", v, false
-		}
-		s = req[:j]
+	if c.legacyServer.Load() {
+		return nil, nil // stale: the next answer through the server renews it
 	}
-}
-
-// get returns the value stored for exactly this canonical pattern.
-func (m *mirror[V]) get(pattern string) (v V, ok bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.tree == nil {
-		return v, false
-	}
-	val, found := m.tree.Get(pattern)
-	if !found {
-		return v, false
-	}
-	return val.(V), true
-}
-
-// insert stores v for a canonical pattern, replacing any previous value.
-func (m *mirror[V]) insert(pattern string, v V) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.tree == nil {
-		m.tree = radix.New()
-	}
-	m.tree.Insert(pattern, v)
-}
-
-// update runs fn with the mirror locked for writing, so that many changes
-// take the lock once. fn must not call back into the mirror but through
-// the get and insert it is given.
-func (m *mirror[V]) update(fn func(get func(string) (V, bool), insert func(string, V))) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.tree == nil {
-		m.tree = radix.New()
-	}
-	get := func(p string) (v V, ok bool) {
-		val, found := m.tree.Get(p)
-		if !found {
-			return v, false
-		}
-		return val.(V), true
-	}
-	fn(get, func(p string, v V) { m.tree.Insert(p, v) })
-}
-
-// deleteIf removes the value of a pattern if keep returns false for it. It
-// reports whether it removed one. keep runs under the lock: it must be quick
-// and must not call back into the mirror.
-func (m *mirror[V]) deleteIf(pattern string, keep func(V) bool) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.tree == nil {
-		return false
-	}
-	val, found := m.tree.Get(pattern)
-	if !found || keep(val.(V)) {
-		return false
-	}
-	m.tree.Delete(pattern)
-	return true
-}
-
-// len returns the number of patterns stored.
-func (m *mirror[V]) len() int {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.tree == nil {
-		return 0
-	}
-	return m.tree.Len()
-}
-
-// each calls fn for every stored pattern in lexical order. It copies the
-// entries first, so fn may call back into the mirror.
-func (m *mirror[V]) each(fn func(pattern string, v V)) {
-	type entry struct {
-		pattern string
-		v       V
-	}
-	var entries []entry
-	m.mu.RLock()
-	if m.tree != nil {
-		entries = make([]entry, 0, m.tree.Len())
-		m.tree.Walk(func(k string, val any) bool {
-			entries = append(entries, entry{k, val.(V)})
-			return false
-		})
-	}
-	m.mu.RUnlock()
-	for _, e := range entries {
-		fn(e.pattern, e.v)
-	}
-}
-
-// flight merges concurrent calls for the same key into one: the first
-// caller runs fn, the others wait for its result. A zero flight is ready to
-// use.
-type flight[V any] struct {
-	mu    sync.Mutex          // guards calls
-	calls map[string]*call[V] // in-flight calls by key
-}
-
-type call[V any] struct {
-	done chan struct{} // closed when val and err are set
-	val  V
-	err  error
-	dups int // callers waiting for the first one; guarded by flight.mu
-}
-
-// errFlightPanicked is what the waiting callers get when fn panics in the
-// first caller, whose panic goes on up its own stack.
-var errFlightPanicked = errors.New("nano: merged call panicked")
-
-// do runs fn once for all concurrent callers with the same key.
-func (f *flight[V]) do(key string, fn func() (V, error)) (V, error) {
-	f.mu.Lock()
-	if c, ok := f.calls[key]; ok {
-		c.dups++
-		f.mu.Unlock()
-		<-c.done
-		return c.val, c.err
-	}
-	c := &call[V]{done: make(chan struct{}), err: errFlightPanicked}
-	if f.calls == nil {
-		f.calls = make(map[string]*call[V])
-	}
-	f.calls[key] = c
-	f.mu.Unlock()
-
-	defer func() {
-		f.mu.Lock()
-		delete(f.calls, key)
-		f.mu.Unlock()
-		close(c.done)
-	}()
-	c.val, c.err = fn()
-	return c.val, c.err
-}
-
-// instance is one address registered for a pattern. It is kept small: a
-// server mirrors every instance of the registry.
-type instance struct {
-	addr    string // host:port
-	expires int64  // Unix nanoseconds: it leaves the registry then unless renewed
-}
-
-func newInstance(addr string, expires time.Time) instance {
-	return instance{addr: addr, expires: expires.UnixNano()}
-}
-
-// liveAt reports whether the instance has not expired at now (Unix
-// nanoseconds).
-func (in instance) liveAt(now int64) bool { return now < in.expires }
-
-// route is a registered pattern and its instances. Only its round-robin
-// position changes: a change of instances replaces the route in its table,
-// so a reader never sees a slice being modified.
-type route struct {
-	pattern   string
-	instances []instance    // never empty in a table
-	next      atomic.Uint32 // round-robin position
-	refresh   int64         // clients: when to resolve the pattern again, in Unix nanoseconds
-}
-
-// start returns the index of the instance to try first, advancing the
-// round robin.
-func (r *route) start() int {
-	return int((r.next.Add(1) - 1) % uint32(len(r.instances)))
-}
-
-// live reports whether the route has an instance that has not expired at
-// now (Unix nanoseconds).
-func (r *route) live(now int64) bool {
-	for _, in := range r.instances {
-		if in.liveAt(now) {
-			return true
-		}
-	}
-	return false
-}
-
-// liveCount is the number of r's instances live at now.
-func (r *route) liveCount(now int64) int {
-	n := 0
-	for _, in := range r.instances {
-		if in.liveAt(now) {
-			n++
-		}
-	}
-	return n
-}
-
-// member is an instance as a registry reports it.
-type member struct {
-	addr    string
-	expires time.Time
-}
-
-// routeTable maps patterns to routes, mirroring a registry. Writers
-// replace routes; readers need no lock beyond the mirror's. A zero
-// routeTable is empty and ready to use; it is safe for concurrent use.
-type routeTable struct {
-	mu   sync.Mutex           // serializes writers, so that no change is lost; guards gone
-	m    mirror[*route]       // pattern -> route
-	gone map[string]time.Time // pattern + " " + addr -> tombstone, see remove
-}
-
-// lookup returns the route of the longest pattern that is a whole-field
-// prefix of the canonical pattern p.
-func (t *routeTable) lookup(p string) (*route, bool) {
-	_, r, ok := t.m.lookup(p)
-	return r, ok
-}
-
-// get returns the route of exactly the pattern p.
-func (t *routeTable) get(p string) (*route, bool) { return t.m.get(p) }
-
-// merge adds members to the route of pattern p, or extends the expiry of
-// those it has. A member removed with a tombstone is skipped unless it
-// expires after the tombstone: it was read before the removal. It reports
-// whether an address was new.
-func (t *routeTable) merge(p string, members ...member) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	old, _ := t.m.get(p)
-	r, added := t.merged(p, old, members)
-	if r != nil {
-		t.m.insert(p, r)
-	}
-	return added
-}
-
-// mergeAll merges the members of many patterns at once, as a resync does:
-// one lock for all of them.
-func (t *routeTable) mergeAll(all map[string][]member) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.m.update(func(get func(string) (*route, bool), insert func(string, *route)) {
-		for p, members := range all {
-			old, _ := get(p)
-			if r, _ := t.merged(p, old, members); r != nil {
-				insert(p, r)
-			}
-		}
-	})
-}
-
-// merged returns the route that replaces old (nil if none) once members
-// are merged into it, or nil if it has no instance; and whether an address
-// was new. The caller holds t.mu.
-func (t *routeTable) merged(p string, old *route, members []member) (*route, bool) {
-	r := t.successor(p, old)
-	if old != nil {
-		r.instances = slices.Clone(old.instances)
-	}
-	added := false
-	for _, mb := range members {
-		if until, ok := t.gone[p+" "+mb.addr]; ok && !mb.expires.After(until) {
-			continue
-		}
-		i := slices.IndexFunc(r.instances, func(in instance) bool { return in.addr == mb.addr })
-		switch {
-		case i < 0:
-			r.instances = append(r.instances, newInstance(mb.addr, mb.expires))
-			added = true
-		case mb.expires.UnixNano() > r.instances[i].expires:
-			r.instances[i].expires = mb.expires.UnixNano()
-		}
-	}
-	if len(r.instances) == 0 {
-		return nil, false
-	}
-	return r, added
-}
-
-// successor returns a new, empty route to replace old (which may be nil),
-// carrying on its round-robin position and refresh time.
-func (t *routeTable) successor(p string, old *route) *route {
-	r := &route{pattern: p}
-	if old != nil {
-		r.next.Store(old.next.Load())
-		r.refresh = old.refresh
-	}
-	return r
-}
-
-// set replaces the route of pattern p.
-func (t *routeTable) set(r *route) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.m.insert(r.pattern, r)
-}
-
-// remove drops the instance at addr from the route of pattern p, and the
-// route once it has no instance left. It reports whether it was there.
-//
-// With a non-zero tombstone, merge then ignores the instance's members
-// that expire by the tombstone: copies of the registry read before the
-// removal (a resync, an event, a lookup) cannot bring it back; a
-// registration made after it, which expires later, can.
-func (t *routeTable) remove(p, addr string, tombstone time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !tombstone.IsZero() {
-		if t.gone == nil {
-			t.gone = make(map[string]time.Time)
-		}
-		t.gone[p+" "+addr] = tombstone
-	}
-	return t.removeLocked(p, func(in instance) bool { return in.addr == addr }) > 0
-}
-
-// renewAll extends to until the expiry of every instance that would
-// expire sooner.
-func (t *routeTable) renewAll(until time.Time) {
-	t.m.each(func(p string, _ *route) {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		old, ok := t.m.get(p) // the current route, not the snapshot's
-		if !ok {
-			return
-		}
-		r := t.successor(p, old)
-		r.instances = slices.Clone(old.instances)
-		for i := range r.instances {
-			r.instances[i].expires = max(r.instances[i].expires, until.UnixNano())
-		}
-		t.m.insert(p, r)
-	})
-}
-
-// drop removes the route of pattern p if it is still old, or whatever it
-// is when old is nil.
-func (t *routeTable) drop(p string, old *route) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.m.deleteIf(p, func(cur *route) bool { return old != nil && cur != old })
-}
-
-// sweep drops the instances that expired before now (Unix nanoseconds)
-// and returns them, by pattern, and forgets the tombstones that ended.
-func (t *routeTable) sweep(now int64) map[string][]string {
-	t.mu.Lock()
-	for k, until := range t.gone {
-		if now > until.UnixNano() {
-			delete(t.gone, k)
-		}
-	}
-	t.mu.Unlock()
-	var expired map[string][]string
-	t.m.each(func(p string, r *route) {
-		if !slices.ContainsFunc(r.instances, func(in instance) bool { return !in.liveAt(now) }) {
-			return
-		}
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		var gone []string
-		t.removeLocked(p, func(in instance) bool {
-			if in.liveAt(now) {
-				return false
-			}
-			gone = append(gone, in.addr)
-			return true
-		})
-		if len(gone) > 0 {
-			if expired == nil {
-				expired = make(map[string][]string)
-			}
-			expired[p] = gone
-		}
-	})
-	return expired
-}
-
-// removeLocked drops the instances of pattern p for which drop is true and
-// returns how many. The caller holds t.mu.
-func (t *routeTable) removeLocked(p string, drop func(instance) bool) int {
-	old, ok := t.m.get(p)
-	if !ok {
-		return 0
-	}
-	kept := slices.DeleteFunc(slices.Clone(old.instances), drop)
-	switch n := len(old.instances) - len(kept); {
-	case n == 0:
-		return 0
-	case len(kept) == 0:
-		t.m.deleteIf(p, func(cur *route) bool { return cur != old })
-		return n
+	rt, err := c.resolving.do(ctx, p, func() (*route, error) { return c.resolve(p) })
+	switch {
+	case err == nil:
+		return rt, nil
+	case ctx.Err() != nil:
+		return nil, callError(ctx, ctx.Err())
+	case errors.Is(err, ErrNoService):
+		c.peers.drop(p, nil)
+		return nil, err
 	default:
-		r := t.successor(p, old)
-		r.instances = kept
-		t.m.insert(p, r)
-		return n
+		c.log.Debug("nano: cannot resolve", "pattern", p, "error", err)
+		return cached, nil
 	}
 }
 
-// each calls fn for every route, in pattern order.
-func (t *routeTable) each(fn func(*route)) {
-	t.m.each(func(_ string, r *route) { fn(r) })
+// resolve asks the server for the live instances of the pattern that
+// routes p, and caches them under p until PeerTTL passes (or the TTL the
+// server announced, if shorter). A server without /resolve (the original
+// library's answers 405) is not asked again; the client then learns one
+// instance from each answer that comes through the server. It runs for
+// every caller waiting on it, so no caller's context bounds it: the
+// client's Timeout does.
+func (c *Client) resolve(p string) (*route, error) {
+	timeout := c.opts.Timeout
+	if timeout <= 0 {
+		timeout = defaultCallTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.resolveURL+url.QueryEscape(p), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.transport.RoundTrip(req)
+	if err != nil {
+		return nil, callError(ctx, err)
+	}
+	defer resp.Body.Close()
+	data, err := readAnswer(resp.Body, c.opts.MaxResponseBytes)
+	if err != nil {
+		return nil, callError(ctx, err)
+	}
+	if resp.StatusCode == http.StatusMethodNotAllowed {
+		c.legacyServer.Store(true)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, errorFromResponse(resp.StatusCode, data)
+	}
+	var res resolution
+	if err := json.Unmarshal(data, &res); err != nil {
+		return nil, fmt.Errorf("%w: bad /resolve answer: %v", ErrServiceUnavailable, err)
+	}
+	ttl := c.opts.PeerTTL
+	if server := time.Duration(res.TTL * float64(time.Second)); server > 0 {
+		ttl = min(ttl, server)
+	}
+	rt := &route{pattern: p, refresh: time.Now().Add(ttl).UnixNano()}
+	for _, in := range res.Instances {
+		if dialAddr(in.ServiceAddress) == nil {
+			rt.instances = append(rt.instances, newInstance(in.ServiceAddress, in.Expires))
+		}
+	}
+	if len(rt.instances) == 0 {
+		return nil, fmt.Errorf("%w %q", ErrNoService, p)
+	}
+	c.remember(rt)
+	return rt, nil
 }
 
-// len returns the number of patterns in the table.
-func (t *routeTable) len() int { return t.m.len() }
+// learn caches the service that answered a call through a server without
+// /resolve. The entry serves that exact pattern only: the server may route
+// a longer pattern to a more specific service.
+func (c *Client) learn(p string, reg Registration) {
+	if c.opts.PeerTTL <= 0 {
+		return
+	}
+	reg, err := reg.normalize()
+	if err != nil {
+		return // an answer without a usable Service: nothing to cache
+	}
+	now := time.Now()
+	c.remember(&route{
+		pattern:   p,
+		instances: []instance{newInstance(reg.ServiceAddress, now.Add(c.opts.PeerTTL))},
+		refresh:   now.Add(c.opts.PeerTTL).UnixNano(),
+	})
+}
+
+// remember caches rt, unless the cache is full of fresh entries.
+func (c *Client) remember(rt *route) {
+	if c.peers.len() >= MaxPeers && !c.prune() {
+		return
+	}
+	c.peers.set(rt)
+}
+
+// prune drops the entries due for refresh and reports whether there is
+// room for another.
+func (c *Client) prune() bool {
+	now := time.Now().UnixNano()
+	c.peers.each(func(rt *route) {
+		if now > rt.refresh {
+			c.peers.drop(rt.pattern, rt)
+		}
+	})
+	return c.peers.len() < MaxPeers
+}

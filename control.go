@@ -19,25 +19,6 @@ import (
 //	GET  /healthz      the process answers
 //	GET  /readyz       the registry answers and the mirror is loaded
 
-// registered is the answer to POST /register: the stored registration and
-// how long it lives unless renewed.
-type registered struct {
-	Registration
-	TTL float64 `json:"TTL"` // seconds
-}
-
-// resolution is the answer to GET /resolve.
-type resolution struct {
-	Pattern   string             `json:"Pattern"`   // the registered pattern that matched
-	Instances []resolvedInstance `json:"Instances"` // its live instances
-	TTL       float64            `json:"TTL"`       // seconds an instance lives unless renewed
-}
-
-type resolvedInstance struct {
-	ServiceAddress string    `json:"ServiceAddress"`
-	Expires        time.Time `json:"Expires"`
-}
-
 // register handles POST /register: it adds the instance, or renews it.
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	reg, ok := s.readRegistration(w, r)
@@ -94,20 +75,32 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 // original library's services add.
 const maxRegistrationBytes = 64 << 10
 
+// registrationLimit is the body limit of a registration: maxRegistrationBytes,
+// or less if the server's MaxBodyBytes is lower.
+func registrationLimit(maxBody int64) int64 {
+	if maxBody < 0 {
+		return maxRegistrationBytes
+	}
+	return min(maxBody, maxRegistrationBytes)
+}
+
 // readRegistration checks method and token and decodes the registration
 // of a write request; it answers the request itself when they are wrong.
 func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Registration, bool) {
 	var reg Registration
 	if r.Method != http.MethodPost {
+		closeUnread(w, r)
 		writeError(w, ErrMethodNotAllowed)
 		return reg, false
 	}
 	if !s.authorized(r) {
+		closeUnread(w, r)
 		writeError(w, errTokenRequired)
 		return reg, false
 	}
-	body, err := readBody(w, r, min(s.opts.MaxBodyBytes, maxRegistrationBytes))
+	body, err := readBody(w, r, registrationLimit(s.opts.MaxBodyBytes))
 	if err != nil {
+		closeUnread(w, r)
 		writeError(w, err)
 		return reg, false
 	}
@@ -231,6 +224,7 @@ func allowGet(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	w.Header().Set("Allow", "GET, HEAD")
+	closeUnread(w, r)
 	writeError(w, ErrMethodNotAllowed)
 	return false
 }

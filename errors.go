@@ -1,9 +1,15 @@
 package nano
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
+	"syscall"
 )
 
 // Errors returned by the package, usually wrapped with context. Test for them
@@ -122,6 +128,7 @@ var sentinels = []struct {
 	{ErrHandler, http.StatusInternalServerError},
 	{ErrServiceUnavailable, http.StatusBadGateway},
 	{ErrRegistryUnavailable, http.StatusServiceUnavailable},
+	{ErrClosed, http.StatusServiceUnavailable},
 	{ErrRegistryFull, http.StatusInsufficientStorage},
 	{ErrTimeout, http.StatusGatewayTimeout},
 }
@@ -170,3 +177,71 @@ func errorFromResponse(status int, body []byte) *Error {
 	}
 	return &Error{Status: status, Message: eb.Error, Err: sentinelFor(status)}
 }
+
+// callError is the error a caller sees for a call to a service or a server
+// that failed: it unwraps to context.DeadlineExceeded (and ErrTimeout) or
+// context.Canceled when ctx ended, and otherwise to ErrServiceUnavailable,
+// with a reason that names no address. A call that cannot have been
+// delivered keeps saying so (see failover).
+func callError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", ErrTimeout, context.DeadlineExceeded)
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		return fmt.Errorf("nano: call canceled: %w", context.Canceled)
+	case failover(err):
+		return &notHandledError{fmt.Errorf("%w: %s", ErrServiceUnavailable, netReason(err))}
+	default:
+		return fmt.Errorf("%w: %s", ErrServiceUnavailable, netReason(err))
+	}
+}
+
+// netReason says why a call failed, in words that name no address: the
+// texts of network errors name both ends of the connection.
+func netReason(err error) string {
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.As(err, &dns):
+		return "cannot resolve the host"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EPIPE):
+		return "connection broken"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before the whole answer"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case dialFailed(err):
+		return "cannot connect"
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return "connection failed"
+	}
+	return "invalid answer"
+}
+
+// failover reports whether a call failed in a way that proves it reached
+// no handler, so that it may be sent to another instance: the instance
+// could not be reached, or answered that none of its handlers matches.
+func failover(err error) bool {
+	_, ok := errors.AsType[*notHandledError](err)
+	return ok || dialFailed(err)
+}
+
+// dialFailed reports whether err is the failure to connect.
+func dialFailed(err error) bool {
+	op, ok := errors.AsType[*net.OpError](err)
+	return ok && op.Op == "dial"
+}
+
+// notHandledError wraps the failure of a call that reached no handler: the
+// peer could not be reached, or answered that none of its handlers
+// matches. Only such a call may be sent again elsewhere.
+type notHandledError struct{ err error }
+
+func (e *notHandledError) Error() string { return e.err.Error() }
+func (e *notHandledError) Unwrap() error { return e.err }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -140,9 +139,12 @@ func TestReplicasShareTheLoad(t *testing.T) {
 	}
 }
 
-// TestInstanceKilled kills one of two instance processes under a steady
-// request loop: the requests go on without failing, and the dead instance
-// leaves the registry once its registration expires.
+// TestInstanceKilled kills one of two instance processes between two
+// requests of a steady loop: the requests go on without failing (the
+// kept connections to the dead instance are found closed before a message
+// is written on them), and the dead instance leaves the registry once its
+// registration expires. A message in flight when an instance dies may
+// fail: see TestProxyAtMostOnce.
 func TestInstanceKilled(t *testing.T) {
 	bin := buildProgram(t, ".", "./testdata/instance")
 	r := newRedis(t)
@@ -155,7 +157,7 @@ func TestInstanceKilled(t *testing.T) {
 	var killedAt time.Time
 	ids, failures := tally(t, []string{addr}, `{"Pattern":"role:echo"}`, 2000, func(i int) {
 		if i == 500 {
-			victim.cmd.Process.Signal(syscall.SIGKILL)
+			victim.kill(t)
 			killedAt = time.Now()
 		}
 	})

@@ -1,150 +1,138 @@
 package nano
 
 import (
-	"context"
-	"math"
-	"time"
+	"strings"
+	"sync"
+
+	"github.com/armon/go-radix"
 )
 
-// How a Server keeps its mirror in step with the registry: events from
-// other servers as they happen, a full resync now and then, and a sweep
-// that drops the instances whose registration expired.
+// mirror maps canonical patterns to values and answers longest whole-field
+// prefix lookups. Servers mirror the registry in one; clients keep their
+// resolved peers in one; services find their handlers in one.
+//
+// go-radix matches bytes, not fields, and is not safe for concurrent use:
+// mirror adds the field boundary and a lock. A zero mirror is empty and
+// ready to use; it is safe for concurrent use.
+type mirror[V any] struct {
+	mu   sync.RWMutex // guards tree
+	tree *radix.Tree  // canonical pattern -> V; nil until the first insert
+}
 
-// maintain runs the resyncs and the sweeps until Shutdown, which also
-// cancels a resync in progress.
-func (s *Server) maintain() {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
+// lookup returns the longest registered pattern that is a whole-field
+// prefix of the canonical pattern req, and its value. It does not allocate.
+func (m *mirror[V]) lookup(req string) (pattern string, v V, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.tree == nil {
+		return "", v, false
+	}
+	for s := req; ; {
+		k, val, found := m.tree.LongestPrefix(s)
+		if !found {
+			return "", v, false
 		}
-	}()
-	sweep := time.NewTicker(min(time.Second, s.opts.TTL/10))
-	defer sweep.Stop()
-	var resync <-chan time.Time
-	if _, shared := s.reg.(*redisRegistry); shared {
-		t := time.NewTicker(s.opts.ResyncInterval)
-		defer t.Stop()
-		resync = t.C
-	}
-	for ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case now := <-sweep.C:
-			s.sweep(s.now())
-			if up, ok := s.sender.(*upstream); ok {
-				up.prune(now)
-			}
-		case <-resync:
-			s.resyncLogged(ctx)
-		case <-s.resyncNow:
-			s.resyncLogged(ctx)
+		if len(k) == len(req) || req[len(k)] == ',' {
+			return k, val.(V), true
 		}
-	}
-}
-
-// resync merges every live instance of the registry into the mirror. It
-// adds and renews, and never removes: instances leave the mirror when they
-// expire or are deregistered, so that a registry that lost its data (a
-// Redis restarted empty) does not take routes away until the services
-// have registered again.
-func (s *Server) resync(ctx context.Context) error {
-	all, err := s.reg.all(ctx)
-	if err != nil {
-		s.setReady(false, err)
-		return err
-	}
-	s.routes.mergeAll(all)
-	s.setReady(true, nil)
-	return nil
-}
-
-func (s *Server) resyncLogged(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 4*s.opts.RegistryTimeout)
-	defer cancel()
-	if err := s.resync(ctx); err != nil && ctx.Err() == nil {
-		s.log.Debug("nano: resync failed", "error", err)
-	}
-}
-
-// requestResync asks the maintenance loop for a resync soon, as after the
-// subscription to events was (re)established and events may have been
-// missed.
-func (s *Server) requestResync() {
-	select {
-	case s.resyncNow <- struct{}{}:
-	default: // one is pending already
-	}
-}
-
-// apply follows a change another server (or this one) made.
-func (s *Server) apply(ev event) {
-	p, err := parsePattern(ev.Pattern)
-	if err != nil || dialAddr(ev.ServiceAddress) != nil {
-		return
-	}
-	switch ev.Op {
-	case "register":
-		if s.routes.merge(p, member{ev.ServiceAddress, time.UnixMilli(ev.Expires)}) {
-			s.log.Debug("nano: instance learnt", "pattern", p, "address", ev.ServiceAddress)
+		// k ends inside a field ("cmd:sum" of "cmd:summary"): only a key
+		// ending at an earlier field boundary can still match.
+		j := strings.LastIndexByte(req[:len(k)], ',')
+		if j < 0 {
+			return "", v, false
 		}
-	case "deregister":
-		if s.routes.remove(p, ev.ServiceAddress, time.Now().Add(s.opts.TTL)) {
-			s.log.Info("nano: service deregistered", "pattern", p, "address", ev.ServiceAddress)
+		s = req[:j]
+	}
+}
+
+// get returns the value stored for exactly this canonical pattern.
+func (m *mirror[V]) get(pattern string) (v V, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.tree == nil {
+		return v, false
+	}
+	val, found := m.tree.Get(pattern)
+	if !found {
+		return v, false
+	}
+	return val.(V), true
+}
+
+// insert stores v for a canonical pattern, replacing any previous value.
+func (m *mirror[V]) insert(pattern string, v V) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tree == nil {
+		m.tree = radix.New()
+	}
+	m.tree.Insert(pattern, v)
+}
+
+// update runs fn with the mirror locked for writing, so that many changes
+// take the lock once. fn must not call back into the mirror but through
+// the get and insert it is given.
+func (m *mirror[V]) update(fn func(get func(string) (V, bool), insert func(string, V))) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tree == nil {
+		m.tree = radix.New()
+	}
+	get := func(p string) (v V, ok bool) {
+		val, found := m.tree.Get(p)
+		if !found {
+			return v, false
 		}
+		return val.(V), true
 	}
+	fn(get, func(p string, v V) { m.tree.Insert(p, v) })
 }
 
-// sweep drops the expired instances from the mirror, and from the
-// embedded registry.
-func (s *Server) sweep(now int64) {
-	if mem, ok := s.reg.(*memRegistry); ok {
-		mem.t.sweep(now)
+// deleteIf removes the value of a pattern if keep returns false for it. It
+// reports whether it removed one. keep runs under the lock: it must be quick
+// and must not call back into the mirror.
+func (m *mirror[V]) deleteIf(pattern string, keep func(V) bool) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tree == nil {
+		return false
 	}
-	for p, addrs := range s.routes.sweep(now) {
-		for _, a := range addrs {
-			s.log.Info("nano: registration expired", "pattern", p, "address", a)
-		}
+	val, found := m.tree.Get(pattern)
+	if !found || keep(val.(V)) {
+		return false
 	}
+	m.tree.Delete(pattern)
+	return true
 }
 
-// now is the time registrations expire by, in Unix nanoseconds. While the
-// registry cannot be reached, services cannot renew their registrations,
-// so expiry stops (now is the earliest time there is): the mirror keeps
-// routing what it knows, and an instance that is really gone is dropped
-// when it refuses a connection.
-func (s *Server) now() int64 {
-	if !s.ready.Load() {
-		return math.MinInt64
+// len returns the number of patterns stored.
+func (m *mirror[V]) len() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.tree == nil {
+		return 0
 	}
-	return time.Now().UnixNano()
+	return m.tree.Len()
 }
 
-// setReady records whether the registry answers, logging the changes.
-func (s *Server) setReady(ready bool, cause error) {
-	if cause != nil {
-		s.metrics.registryErrors.Add(1)
+// each calls fn for every stored pattern in lexical order. It copies the
+// entries first, so fn may call back into the mirror.
+func (m *mirror[V]) each(fn func(pattern string, v V)) {
+	type entry struct {
+		pattern string
+		v       V
 	}
-	if s.ready.Load() == ready {
-		return
+	var entries []entry
+	m.mu.RLock()
+	if m.tree != nil {
+		entries = make([]entry, 0, m.tree.Len())
+		m.tree.Walk(func(k string, val any) bool {
+			entries = append(entries, entry{k, val.(V)})
+			return false
+		})
 	}
-	s.readyMu.Lock()
-	defer s.readyMu.Unlock()
-	if s.ready.Load() == ready {
-		return
+	m.mu.RUnlock()
+	for _, e := range entries {
+		fn(e.pattern, e.v)
 	}
-	if ready {
-		// Services could not renew while the registry was away: give them
-		// one TTL to do so before anything they registered expires. Only
-		// then does expiry resume.
-		s.routes.renewAll(time.Now().Add(s.opts.TTL))
-		s.ready.Store(true)
-		s.log.Info("nano: registry reachable again")
-		return
-	}
-	s.ready.Store(false)
-	s.log.Warn("nano: registry unreachable; routing from the mirror", "error", cause)
 }

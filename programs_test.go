@@ -266,6 +266,15 @@ func (p *program) waitOutput(t *testing.T, s string) {
 	eventually(t, fmt.Sprintf("the program prints %q", s), func() bool { return strings.Contains(p.out.String(), s) })
 }
 
+// kill ends the program with SIGKILL and waits until it has exited, so
+// that the system has closed its connections.
+func (p *program) kill(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-p.done
+	p.done <- err // for the cleanup
+}
+
 // interrupt sends SIGINT and waits up to 10 s for the program to exit.
 func (p *program) interrupt() error {
 	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {

@@ -2,86 +2,8 @@ package nano
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"net"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
-
-	"github.com/go-redis/redis/v8"
 )
-
-// Registration is the body of POST /register: the pattern a service
-// handles and where it is reached. Services also describe themselves with it
-// in the "Service" field of a ServiceRequest answer.
-//
-// ServiceAddress and ServerAddress are host:port, as the original library
-// sent them; the ports are repeated in ServicePort and ServerPort.
-type Registration struct {
-	Pattern        string `json:"Pattern"`
-	ServiceAddress string `json:"ServiceAddress"`
-	ServicePort    int    `json:"ServicePort"`
-	ServerAddress  string `json:"ServerAddress"`
-	ServerPort     int    `json:"ServerPort"`
-}
-
-// normalize validates a registration received from the network and returns
-// it with a canonical pattern and ServiceAddress as host:port. A
-// ServiceAddress without a port takes ServicePort.
-func (r Registration) normalize() (Registration, error) {
-	p, err := parsePattern(r.Pattern)
-	if err != nil {
-		return r, err
-	}
-	r.Pattern = p
-	addr := r.ServiceAddress
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(strings.Trim(addr, "[]"), strconv.Itoa(r.ServicePort))
-	}
-	host, port, err := splitHostPort(addr)
-	if err == nil && port == 0 {
-		err = fmt.Errorf("%q has port 0", addr)
-	}
-	if err != nil {
-		return r, fmt.Errorf("%w: ServiceAddress: %v", ErrInvalidMessage, err)
-	}
-	r.ServiceAddress = net.JoinHostPort(host, strconv.Itoa(port))
-	r.ServicePort = port
-	return r, nil
-}
-
-// splitHostPort splits "host:port" with a port from 0 to 65535. It rejects
-// empty hosts, URLs and paths.
-func splitHostPort(addr string) (string, int, error) {
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, fmt.Errorf("%q is not host:port", addr)
-	}
-	if host == "" {
-		return "", 0, fmt.Errorf("%q has no host", addr)
-	}
-	if len(host) > 255 || strings.ContainsAny(host, "/?#@ \t\r\n") || hasControl(host) {
-		return "", 0, fmt.Errorf("%q is not a host:port address", addr)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("%q has no valid port (1-65535)", addr)
-	}
-	return host, port, nil
-}
-
-// dialAddr checks an address to connect to: host:port with a port other
-// than 0.
-func dialAddr(addr string) error {
-	_, port, err := splitHostPort(addr)
-	if err == nil && port == 0 {
-		err = fmt.Errorf("%q has port 0", addr)
-	}
-	return err
-}
 
 // registry stores the instances of each pattern. The embedded memRegistry
 // serves a single server; redisRegistry is shared by every server using the
@@ -98,6 +20,17 @@ type registry interface {
 	lookup(ctx context.Context, p string) (string, []member, error)
 	// all returns the live instances of every pattern.
 	all(ctx context.Context) (map[string][]member, error)
+	// shared reports whether other servers change the registry too: only
+	// then does a server watch it and reload its mirror from it now and
+	// then.
+	shared() bool
+	// watch delivers the changes made to a shared registry to apply until
+	// stop is closed, and calls missed whenever changes may have been
+	// missed (the connection was lost and made again).
+	watch(stop <-chan struct{}, apply func(event), missed func())
+	// expire drops the instances that expired before now (Unix
+	// nanoseconds), where the registry does not drop them by itself.
+	expire(now int64)
 	// close releases the registry's connections.
 	close() error
 }
@@ -150,6 +83,12 @@ func (r *memRegistry) all(context.Context) (map[string][]member, error) {
 	return out, nil
 }
 
+func (r *memRegistry) shared() bool { return false }
+
+func (r *memRegistry) watch(stop <-chan struct{}, _ func(event), _ func()) { <-stop }
+
+func (r *memRegistry) expire(now int64) { r.t.sweep(now) }
+
 func (r *memRegistry) close() error { return nil }
 
 func liveMembers(rt *route, now int64) []member {
@@ -160,296 +99,4 @@ func liveMembers(rt *route, now int64) []member {
 		}
 	}
 	return ms
-}
-
-// redisRegistry keeps one sorted set per pattern,
-// prefix + "pattern:" + pattern, whose members are the instances'
-// host:port addresses scored by their expiry in Unix milliseconds. Changes
-// are announced on the channel prefix + "events". It touches no other key.
-type redisRegistry struct {
-	rdb    redis.UniversalClient
-	prefix string // namespace of every key, e.g. "nano:"
-}
-
-// newRedisRegistry connects to Redis and checks that it answers.
-func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string) (*redisRegistry, error) {
-	o := *opts
-	rdb := newUniversalClient(&o)
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("%w: redis %s: %v", ErrRegistryUnavailable, strings.Join(o.Addrs, ","), err)
-	}
-	return &redisRegistry{rdb: rdb, prefix: prefix}, nil
-}
-
-// newUniversalClient is redis.NewUniversalClient, except that a Cluster
-// client learns the slots from CLUSTER NODES: go-redis v8 cannot read the
-// CLUSTER SLOTS answer of Redis 7 and later.
-func newUniversalClient(o *redis.UniversalOptions) redis.UniversalClient {
-	if o.MasterName != "" || len(o.Addrs) <= 1 {
-		return redis.NewUniversalClient(o)
-	}
-	co := o.Cluster()
-	co.ClusterSlots = func(ctx context.Context) ([]redis.ClusterSlot, error) { return clusterSlots(ctx, o) }
-	return redis.NewClusterClient(co)
-}
-
-// clusterSlots asks the seed nodes in turn for CLUSTER NODES.
-func clusterSlots(ctx context.Context, o *redis.UniversalOptions) ([]redis.ClusterSlot, error) {
-	var errs []error
-	for _, addr := range o.Addrs {
-		so := o.Simple()
-		so.Addr = addr
-		c := redis.NewClient(so)
-		text, err := c.ClusterNodes(ctx).Result()
-		c.Close()
-		if err == nil {
-			return parseClusterNodes(text), nil
-		}
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
-}
-
-// parseClusterNodes reads the slots served by each healthy master, with
-// its replicas, from the text of CLUSTER NODES: one node per line, as
-// "id ip:port@cport[,hostname] flags master-id ping pong epoch link slot...".
-func parseClusterNodes(text string) []redis.ClusterSlot {
-	type node struct {
-		id, addr string
-		slots    []string
-	}
-	var masters []node
-	replicas := make(map[string][]redis.ClusterNode) // by master id
-	for _, line := range strings.Split(text, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || strings.Contains(f[2], "fail") || strings.Contains(f[2], "noaddr") {
-			continue
-		}
-		addr, _, _ := strings.Cut(f[1], "@")
-		addr, _, _ = strings.Cut(addr, ",")
-		switch {
-		case strings.Contains(f[2], "master"):
-			masters = append(masters, node{f[0], addr, f[8:]})
-		case strings.Contains(f[2], "slave"), strings.Contains(f[2], "replica"):
-			replicas[f[3]] = append(replicas[f[3]], redis.ClusterNode{ID: f[0], Addr: addr})
-		}
-	}
-	var slots []redis.ClusterSlot
-	for _, m := range masters {
-		nodes := append([]redis.ClusterNode{{ID: m.id, Addr: m.addr}}, replicas[m.id]...)
-		for _, r := range m.slots {
-			if strings.HasPrefix(r, "[") {
-				continue // a slot being migrated
-			}
-			lo, hi, ok := strings.Cut(r, "-")
-			if !ok {
-				hi = lo
-			}
-			start, err1 := strconv.Atoi(lo)
-			end, err2 := strconv.Atoi(hi)
-			if err1 == nil && err2 == nil {
-				slots = append(slots, redis.ClusterSlot{Start: start, End: end, Nodes: nodes})
-			}
-		}
-	}
-	return slots
-}
-
-func (r *redisRegistry) key(pattern string) string { return r.prefix + "pattern:" + pattern }
-func (r *redisRegistry) channel() string           { return r.prefix + "events" }
-
-// registerScript adds or renews an instance, drops the expired ones,
-// makes the set expire with its last member and announces the change, in
-// one atomic step: events reach the servers in the order the changes were
-// made. KEYS[1] is the pattern's set; ARGV holds the expiry (ms), the
-// address, now (ms), the TTL (ms), the channel and the event.
-var registerScript = redis.NewScript(`
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 1
-`)
-
-// deregisterScript removes an instance and announces it, atomically.
-// KEYS[1] is the pattern's set; ARGV holds the address, the channel and
-// the event.
-var deregisterScript = redis.NewScript(`
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-`)
-
-func (r *redisRegistry) register(ctx context.Context, reg Registration, ttl time.Duration) (member, error) {
-	now := time.Now()
-	m := member{addr: reg.ServiceAddress, expires: now.Add(ttl)}
-	ev, _ := json.Marshal(event{Op: "register", Pattern: reg.Pattern, ServiceAddress: m.addr, Expires: m.expires.UnixMilli()})
-	err := registerScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)},
-		m.expires.UnixMilli(), m.addr, now.UnixMilli(), ttl.Milliseconds(), r.channel(), ev).Err()
-	if err != nil {
-		return m, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
-	}
-	return m, nil
-}
-
-func (r *redisRegistry) deregister(ctx context.Context, reg Registration) error {
-	ev, _ := json.Marshal(event{Op: "deregister", Pattern: reg.Pattern, ServiceAddress: reg.ServiceAddress})
-	err := deregisterScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)}, reg.ServiceAddress, r.channel(), ev).Err()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
-	}
-	return nil
-}
-
-// lookup asks for the live members of every whole-field prefix of p in one
-// pipeline: one round trip whatever the number of fields.
-func (r *redisRegistry) lookup(ctx context.Context, p string) (string, []member, error) {
-	candidates := prefixes(p)
-	results, err := r.liveMembers(ctx, candidates, r.key)
-	if err != nil {
-		return "", nil, err
-	}
-	for i, ms := range results { // longest first
-		if len(ms) > 0 {
-			return candidates[i], ms, nil
-		}
-	}
-	return "", nil, nil
-}
-
-func (r *redisRegistry) all(ctx context.Context) (map[string][]member, error) {
-	keys, err := r.keys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
-	}
-	// Batches go in parallel pipelines, so that decoding one overlaps with
-	// Redis answering the next.
-	const batch, parallel = 5000, 4
-	results := make([][][]member, (len(keys)+batch-1)/batch)
-	errs := make([]error, len(results))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, parallel)
-	for b := range results {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			lo := b * batch
-			results[b], errs[b] = r.liveMembers(ctx, keys[lo:min(lo+batch, len(keys))], func(k string) string { return k })
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	out := make(map[string][]member, len(keys))
-	prefix := r.key("")
-	for b, ms := range results {
-		for i, m := range ms {
-			if len(m) == 0 {
-				continue
-			}
-			// A copy, not a substring: the mirror keeps it, and should not
-			// keep the key's prefix too.
-			if p, err := parsePattern(strings.Clone(strings.TrimPrefix(keys[b*batch+i], prefix))); err == nil {
-				out[p] = m
-			}
-		}
-	}
-	return out, nil
-}
-
-// liveMembers reads the unexpired members of the sets of names, in one
-// pipeline.
-func (r *redisRegistry) liveMembers(ctx context.Context, names []string, key func(string) string) ([][]member, error) {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	cmds := make([]*redis.ZSliceCmd, len(names))
-	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, n := range names {
-			cmds[i] = pipe.ZRangeByScoreWithScores(ctx, key(n), &redis.ZRangeBy{Min: "(" + now, Max: "+inf"})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
-	}
-	out := make([][]member, len(names))
-	for i, cmd := range cmds {
-		for _, z := range cmd.Val() {
-			addr, ok := z.Member.(string)
-			if ok && dialAddr(addr) == nil {
-				out[i] = append(out[i], member{addr: addr, expires: time.UnixMilli(int64(z.Score))})
-			}
-		}
-	}
-	return out, nil
-}
-
-// keys lists the pattern keys, on every master of a cluster.
-func (r *redisRegistry) keys(ctx context.Context) ([]string, error) {
-	match := escapeGlob(r.key("")) + "*"
-	var (
-		mu   sync.Mutex // guards keys
-		keys []string
-	)
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		iter := c.Scan(ctx, 0, match, 5000).Iterator()
-		for iter.Next(ctx) {
-			mu.Lock()
-			keys = append(keys, iter.Val())
-			mu.Unlock()
-		}
-		return iter.Err()
-	}
-	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
-		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-		return keys, err
-	}
-	return keys, scan(ctx, r.rdb)
-}
-
-// subscribe delivers the registry's events to apply until stop is closed.
-// go-redis reconnects a broken subscription by itself; connected runs on
-// every (re)subscription, when messages may have been missed.
-func (r *redisRegistry) subscribe(stop <-chan struct{}, apply func(event), connected func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ps := r.rdb.Subscribe(ctx, r.channel())
-	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions(ctx, 1024)
-	for {
-		select {
-		case <-stop:
-			return
-		case msg, ok := <-ch:
-			if !ok {
-				return
-			}
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" {
-					connected()
-				}
-			case *redis.Message:
-				var ev event
-				if json.Unmarshal([]byte(m.Payload), &ev) == nil {
-					apply(ev)
-				}
-			}
-		}
-	}
-}
-
-func (r *redisRegistry) close() error { return r.rdb.Close() }
-
-// escapeGlob escapes the characters SCAN MATCH treats specially.
-func escapeGlob(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if strings.ContainsRune(`*?[]\^-`, c) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +19,11 @@ import (
 
 // ServerOptions configures a Server. The zero value is a server on port
 // 9999 with an embedded in-memory registry and the defaults below.
+//
+// In every options struct of this package, zero selects the documented
+// default and a negative value lifts a limit or turns a feature off; an
+// option for which that makes no sense (TTL, RegistryTimeout) rejects
+// negative values with ErrInvalidOptions.
 type ServerOptions struct {
 	// Addr is the TCP address ListenAndServe listens on. Empty means ":9999".
 	Addr string
@@ -36,8 +40,17 @@ type ServerOptions struct {
 	// a trusted network only.
 	Token string
 	// MaxBodyBytes limits the size of a request body; larger bodies are
-	// answered with 413. Zero means 4 MiB.
+	// answered with 413. Zero means 4 MiB; negative means no limit.
 	MaxBodyBytes int64
+	// MaxHeaderBytes limits the request line and headers of a request
+	// (larger ones are answered with 431), and the status line and headers
+	// of a service's answer (larger ones are answered with 502). Zero means
+	// 1 MiB; negative means no limit.
+	MaxHeaderBytes int
+	// MaxConns bounds the connections the server holds open at once: at
+	// the bound, new connections wait until one closes. Zero means 10 000;
+	// negative means no limit.
+	MaxConns int
 	// MaxPatterns bounds the patterns this server accepts registrations
 	// for: once its mirror holds that many, a registration of a pattern it
 	// does not hold yet is answered with 507 (services retry it later).
@@ -49,37 +62,38 @@ type ServerOptions struct {
 	// ReadHeaderTimeout bounds the reading of a request's headers. Zero
 	// means 5 seconds; negative means no limit.
 	ReadHeaderTimeout time.Duration
-	// ReadTimeout bounds the reading of a request's body, once its headers
-	// are read. Zero means 30 seconds; negative means no limit.
+	// ReadTimeout bounds the reading of a whole request, headers and body.
+	// Zero means 30 seconds; negative means no limit.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds the time from the end of the request headers to
 	// the end of the answer, which includes the upstream call. Zero means
-	// UpstreamTimeout plus 10 seconds; negative means no limit.
+	// UpstreamTimeout plus 10 seconds (no limit if UpstreamTimeout has
+	// none); negative means no limit.
 	WriteTimeout time.Duration
 	// IdleTimeout bounds how long a keep-alive connection waits for its next
 	// request. Zero means 2 minutes; negative means no limit.
 	IdleTimeout time.Duration
 	// UpstreamTimeout bounds one proxied call to a service, from dial to
 	// the end of its answer; a service that takes longer is answered with
-	// 504. Zero means 30 seconds; negative means no limit.
+	// 504. Zero means 30 seconds; negative means no limit beyond the
+	// client's: a client that hangs up always cancels the call.
 	UpstreamTimeout time.Duration
-	// RegistryTimeout bounds each call to Redis. Zero or negative means 3
-	// seconds: a registry call always has a limit.
+	// RegistryTimeout bounds each call to Redis. Zero means 3 seconds; a
+	// registry call always has a limit.
 	RegistryTimeout time.Duration
 	// TTL is how long a registration lives unless the service renews it.
 	// Services renew at a third of it, which the server tells them in its
-	// answer to /register. Zero or negative means 30 seconds. Servers
-	// sharing a Redis should use the same TTL.
+	// answer to /register. Zero means 30 seconds. Servers sharing a Redis
+	// should use the same TTL.
 	TTL time.Duration
 	// ResyncInterval is how often the server reloads the whole registry
 	// into its mirror, repairing changes it missed (it hears of changes at
-	// once through Redis pub/sub). Zero or negative means 10 seconds; it
-	// does not apply to the embedded registry.
+	// once through Redis pub/sub). Zero means 10 seconds; negative turns
+	// the periodic reload off. It does not apply to the embedded registry.
 	ResyncInterval time.Duration
-	// Transport carries the proxied calls. Nil means the server's own pool
-	// of kept-alive HTTP/1.1 connections (up to 256 idle per service
-	// instance, closed after 90 s unused), which runs each call on the
-	// request's goroutine; it is cheaper than an http.Transport.
+	// Transport carries the proxied calls. Nil means the server's own
+	// pool of kept-alive HTTP/1.1 connections, which runs each call on
+	// the request's goroutine (see the package documentation).
 	Transport http.RoundTripper
 	// Logger receives the server's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -97,38 +111,34 @@ type ServerOptions struct {
 // A Server is safe for concurrent use. Create one with NewServer or
 // NewServerWithOptions: the zero Server is not usable.
 type Server struct {
-	opts      ServerOptions  // with defaults applied
-	log       *slog.Logger   // opts.Logger
-	reg       registry       // the source of truth
-	routes    routeTable     // mirror of reg, answers the hot path
-	misses    flight[*route] // merges concurrent registry lookups
-	sender    sender         // carries every proxied call
-	handler   http.Handler   // serveHTTP
-	ready     atomic.Bool    // the registry answered when last asked
-	readyMu   sync.Mutex     // serializes the changes of ready
-	resyncNow chan struct{}  // asks the maintenance loop for a resync
-	stop      chan struct{}  // closed by Shutdown: ends the loops
-	loops     sync.WaitGroup // maintenance and subscription loops
+	opts      ServerOptions     // with defaults applied
+	log       *slog.Logger      // opts.Logger
+	reg       registry          // the source of truth
+	routes    routeTable        // mirror of reg, answers the hot path
+	misses    flight[*route]    // merges concurrent registry lookups
+	transport http.RoundTripper // carries every proxied call
+	endpoint  *endpoint         // serves the connections given to Serve
+	ready     atomic.Bool       // the registry answered when last asked
+	readyMu   sync.Mutex        // serializes the changes of ready
+	resyncNow chan struct{}     // asks the maintenance loop for a resync
+	stop      chan struct{}     // closed by Shutdown: ends the loops
+	loops     sync.WaitGroup    // maintenance and subscription loops
 
 	metrics metrics // what GET /metrics shows
 
-	inbound   inbound   // serves the connections given to Serve
 	closeOnce sync.Once // runs Shutdown
 	closeErr  error     // set by the first Shutdown
 }
 
 // Defaults of the server options.
 const (
-	defaultServerAddr        = ":9999"
-	defaultKeyPrefix         = "nano:"
-	defaultMaxPatterns       = 100_000
-	defaultReadHeaderTimeout = 5 * time.Second
-	defaultReadTimeout       = 30 * time.Second
-	defaultIdleTimeout       = 2 * time.Minute
-	defaultUpstreamTimeout   = 30 * time.Second
-	defaultRegistryTimeout   = 3 * time.Second
-	defaultTTL               = 30 * time.Second
-	defaultResyncInterval    = 10 * time.Second
+	defaultServerAddr      = ":9999"
+	defaultKeyPrefix       = "nano:"
+	defaultMaxPatterns     = 100_000
+	defaultUpstreamTimeout = 30 * time.Second
+	defaultRegistryTimeout = 3 * time.Second
+	defaultTTL             = 30 * time.Second
+	defaultResyncInterval  = 10 * time.Second
 )
 
 // NewServer returns a server listening on listenPort with its registry in
@@ -157,29 +167,33 @@ func NewServer(redisAddress, redisPassword string, redisDB, listenPort int) *Ser
 	return s
 }
 
-// NewServerWithOptions returns a server configured by opts. It connects to
-// Redis, when opts.Redis is set, and loads the whole registry into the
-// server's mirror; it fails with ErrRegistryUnavailable if Redis does not
-// answer within RegistryTimeout. The server keeps its mirror in step with
-// the registry in the background until Shutdown.
+// NewServerWithOptions returns a server configured by opts. It fails with
+// ErrInvalidOptions for options it cannot work with. It connects to Redis,
+// when opts.Redis is set, and loads the whole registry into the server's
+// mirror; it fails with ErrRegistryUnavailable if Redis does not answer
+// within RegistryTimeout. The server keeps its mirror in step with the
+// registry in the background until Shutdown.
 func NewServerWithOptions(opts ServerOptions) (*Server, error) {
-	opts = opts.withDefaults()
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts:      opts,
 		log:       opts.Logger,
-		sender:    newSender(opts.Transport),
+		transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
 		resyncNow: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
-	s.handler = http.HandlerFunc(s.serveHTTP)
-	s.inbound = inbound{
-		handler:    s.handler,
-		log:        opts.Logger,
-		readHeader: opts.ReadHeaderTimeout,
-		read:       opts.ReadTimeout,
-		write:      opts.WriteTimeout,
-		idleTime:   opts.IdleTimeout,
-	}
+	s.endpoint = newEndpoint(http.HandlerFunc(s.serveHTTP), httpOptions{
+		readHeaderTimeout: opts.ReadHeaderTimeout,
+		readTimeout:       opts.ReadTimeout,
+		writeTimeout:      opts.WriteTimeout,
+		idleTimeout:       opts.IdleTimeout,
+		maxHeaderBytes:    opts.MaxHeaderBytes,
+		maxConns:          opts.MaxConns,
+		log:               opts.Logger,
+	})
 	s.ready.Store(true)
 	if opts.Redis == nil {
 		s.reg = &memRegistry{}
@@ -199,13 +213,21 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	s.loops.Go(s.maintain)
-	s.loops.Go(func() { r.subscribe(s.stop, s.apply, s.requestResync) })
+	s.loops.Go(func() { r.watch(s.stop, s.apply, s.requestResync) })
 	return s, nil
 }
 
-func (o ServerOptions) withDefaults() ServerOptions {
+// withDefaults checks the options and returns them with the defaults
+// applied.
+func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	if o.Addr == "" {
 		o.Addr = defaultServerAddr
+	}
+	if err := listenAddr(o.Addr); err != nil {
+		return o, fmt.Errorf("%w: ServerOptions.Addr: %v", ErrInvalidOptions, err)
+	}
+	if o.TTL < 0 || o.RegistryTimeout < 0 {
+		return o, fmt.Errorf("%w: ServerOptions.TTL and RegistryTimeout cannot be negative", ErrInvalidOptions)
 	}
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = defaultKeyPrefix
@@ -213,8 +235,14 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	if o.MaxPatterns == 0 {
 		o.MaxPatterns = defaultMaxPatterns
 	}
-	if o.MaxBodyBytes <= 0 {
+	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns = defaultMaxConns
 	}
 	o.ReadHeaderTimeout = durationOr(o.ReadHeaderTimeout, defaultReadHeaderTimeout)
 	o.ReadTimeout = durationOr(o.ReadTimeout, defaultReadTimeout)
@@ -223,20 +251,26 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	if o.WriteTimeout == 0 && o.UpstreamTimeout > 0 {
 		o.WriteTimeout = o.UpstreamTimeout + 10*time.Second
 	}
-	o.WriteTimeout = durationOr(o.WriteTimeout, 0)
-	if o.RegistryTimeout <= 0 {
-		o.RegistryTimeout = defaultRegistryTimeout
-	}
-	if o.TTL <= 0 {
-		o.TTL = defaultTTL
-	}
-	if o.ResyncInterval <= 0 {
-		o.ResyncInterval = defaultResyncInterval
-	}
+	o.RegistryTimeout = durationOr(o.RegistryTimeout, defaultRegistryTimeout)
+	o.TTL = durationOr(o.TTL, defaultTTL)
+	o.ResyncInterval = durationOr(o.ResyncInterval, defaultResyncInterval)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return o
+	return o, nil
+}
+
+// listenAddr checks an address to listen on: host:port, where the host
+// may be empty (all interfaces) and the port 0 (any free port).
+func listenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has no valid port (0-65535)", addr)
+	}
+	return nil
 }
 
 // Listen serves on the port given to NewServer and blocks. It returns when
@@ -258,27 +292,32 @@ func (s *Server) ListenAndServe() error {
 	return s.Serve(l)
 }
 
-// Serve accepts connections on l and serves them until Shutdown, when it
-// returns ErrClosed. It closes l when it returns.
+// Serve accepts connections on l and serves them with net/http's
+// http.Server until Shutdown, when it returns ErrClosed. It closes l when
+// it returns. It may be called for several listeners at once.
 func (s *Server) Serve(l net.Listener) error {
 	s.log.Info("nano: server listening", "addr", l.Addr().String(), "registry", s.registryName())
-	return s.inbound.serve(l)
+	return s.endpoint.serve(l)
 }
 
-// Handler returns the server's HTTP handler, for use with an http.Server
-// of your own or in tests.
-func (s *Server) Handler() http.Handler { return s.handler }
+// Handler returns the server's HTTP handler, the one Serve runs, for use
+// with an http.Server of your own or in tests. After Shutdown it answers
+// 503.
+func (s *Server) Handler() http.Handler { return s.endpoint }
 
-// Shutdown stops the server gracefully: it stops accepting connections,
-// waits for the requests in flight to finish or ctx to end, stops keeping
-// the mirror in step and closes the registry connection. It is idempotent;
-// later calls to Serve return ErrClosed.
+// Shutdown stops the server gracefully: it stops accepting connections and
+// waits for the requests in flight to finish, or for ctx to end, when it
+// closes their connections, which cancels them; it waits for the last
+// handler to return before it stops keeping the mirror in step and closes
+// the registry connection. It returns ctx's error if ctx ended first. It
+// is idempotent; later calls to Serve return ErrClosed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() {
-		err := s.inbound.shutdown(ctx)
+		err := s.endpoint.shutdown(ctx)
+		s.endpoint.wait() // the handlers use the registry
 		close(s.stop)
 		s.loops.Wait()
-		closeIdle(s.sender)
+		closeIdle(s.transport)
 		s.closeErr = errors.Join(err, s.reg.close())
 	})
 	return s.closeErr
@@ -292,7 +331,7 @@ func (s *Server) registryName() string {
 }
 
 // serveHTTP dispatches by path: the control endpoints of control.go, or a
-// message to proxy.
+// message to proxy (proxy.go).
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/register":
@@ -312,178 +351,4 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.proxy(w, r)
 	}
-}
-
-// proxy handles every path but the control endpoints: it routes the
-// message by its Pattern and passes the service's answer back.
-func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		s.refuse(w, ErrMethodNotAllowed)
-		return
-	}
-	if err := checkConnection(r.Header); err != nil {
-		s.refuse(w, err)
-		return
-	}
-	body, err := readBody(w, r, s.opts.MaxBodyBytes)
-	if err != nil {
-		s.refuse(w, err)
-		return
-	}
-	p, err := messagePattern(body)
-	if err != nil {
-		s.refuse(w, err)
-		return
-	}
-	rt, err := s.resolve(r.Context(), p)
-	if err != nil {
-		s.refuse(w, err)
-		return
-	}
-	s.forward(w, r, rt, body)
-}
-
-// refuse answers a message that no pattern routed, and counts it.
-func (s *Server) refuse(w http.ResponseWriter, err error) {
-	s.metrics.count("", statusOf(err))
-	writeError(w, err)
-}
-
-// answerError answers a message routed by pattern with err, and counts it.
-func (s *Server) answerError(w http.ResponseWriter, pattern string, err error) {
-	s.metrics.count(pattern, statusOf(err))
-	writeError(w, err)
-}
-
-// resolve finds the route of a canonical pattern: from the mirror, or on
-// a miss from the registry in one round trip shared by concurrent misses.
-// A mirrored route whose instances all expired counts as a miss.
-func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
-	if rt, ok := s.routes.lookup(p); ok && rt.live(s.now()) {
-		return rt, nil
-	}
-	return s.misses.do(p, func() (*route, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.RegistryTimeout)
-		defer cancel()
-		pattern, members, err := s.reg.lookup(ctx, p)
-		if err != nil {
-			s.setReady(false, err)
-			return nil, err
-		}
-		if pattern == "" {
-			return nil, fmt.Errorf("%w %q", ErrNoService, p)
-		}
-		s.routes.merge(pattern, members...)
-		rt, ok := s.routes.get(pattern)
-		if !ok { // deregistered meanwhile
-			return nil, fmt.Errorf("%w %q", ErrNoService, p)
-		}
-		return rt, nil
-	})
-}
-
-// forward sends the message to an instance of rt and copies its answer.
-// Instances are tried in round-robin order; an instance that refuses the
-// connection, or answers that none of its handlers matches, is dropped from
-// the mirror and the next one is tried. A call that may have reached a
-// handler is never sent again.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body []byte) {
-	ctx, cancel := withTimeout(r.Context(), s.opts.UpstreamTimeout, s.sender)
-	defer cancel()
-	now := s.now()
-	live := rt.liveCount(now)
-	if live == 0 { // all expired since resolve looked
-		s.answerError(w, rt.pattern, fmt.Errorf("%w %q", ErrNoService, rt.pattern))
-		return
-	}
-	n, first := len(rt.instances), rt.start()
-	for i := range n {
-		in := rt.instances[(first+i)%n]
-		if !in.liveAt(now) {
-			continue
-		}
-		live--
-		sent := time.Now()
-		resp, err := s.send(ctx, in, r.Header, body)
-		if err == nil {
-			s.metrics.upstream.observe(time.Since(sent))
-		}
-		if err == nil && (live == 0 || resp.Header.Get(noHandlerHeader) == "") {
-			s.metrics.count(rt.pattern, resp.StatusCode)
-			s.relay(w, resp)
-			return
-		}
-		if err == nil { // the instance no longer handles the pattern
-			resp.Body.Close()
-			err = &notHandledError{fmt.Errorf("%w: no handler", ErrNoService)}
-		}
-		if r.Context().Err() != nil {
-			return // the client went away; nobody reads an answer
-		}
-		if !notHandled(err) {
-			s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", in.addr, "error", err)
-			s.answerError(w, rt.pattern, upstreamError(err, rt.pattern))
-			return
-		}
-		s.metrics.failovers.Add(1)
-		if s.routes.remove(rt.pattern, in.addr, time.Now().Add(s.opts.TTL)) {
-			s.log.Warn("nano: instance failed, trying another", "pattern", rt.pattern, "address", in.addr, "error", err)
-		}
-	}
-	s.answerError(w, rt.pattern, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern))
-}
-
-// send posts the message to one instance, with the end-to-end fields of
-// header.
-func (s *Server) send(ctx context.Context, in instance, header http.Header, body []byte) (*http.Response, error) {
-	resp, err := s.sender.send(ctx, in.addr, header, body)
-	if err != nil {
-		return nil, transportError(ctx, err)
-	}
-	return resp, nil
-}
-
-// relay copies a service's answer to the client.
-func (s *Server) relay(w http.ResponseWriter, resp *http.Response) {
-	defer resp.Body.Close()
-	copyHeader(w.Header(), resp.Header)
-	if resp.ContentLength >= 0 { // the writer can stream with it
-		if iw, ok := w.(*inWriter); ok {
-			iw.setLength(resp.ContentLength) // no text to write and parse again
-		} else {
-			w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	buf := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(buf)
-	if _, err := io.CopyBuffer(w, resp.Body, *buf); err != nil {
-		// The status is sent: abort the connection so the client sees a
-		// truncated answer rather than a complete-looking one.
-		panic(http.ErrAbortHandler)
-	}
-}
-
-// copyBuffers hold the buffers that relay copies answers through.
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
-
-// upstreamError is the error a client of the server sees when a service
-// cannot be reached: the pattern, never the service's address.
-func upstreamError(err error, pattern string) error {
-	if errors.Is(err, ErrTimeout) {
-		return fmt.Errorf("%w: %q", ErrTimeout, pattern)
-	}
-	return fmt.Errorf("%w: %q", ErrServiceUnavailable, pattern)
-}
-
-// messagePattern returns the canonical Pattern of a JSON message.
-func messagePattern(body []byte) (string, error) {
-	m, err := readMessage(body)
-	if err != nil {
-		return "", err
-	}
-	if m.Pattern == nil {
-		return "", fmt.Errorf("%w: no Pattern field", ErrInvalidMessage)
-	}
-	return parsePattern(*m.Pattern)
 }

@@ -581,7 +581,7 @@ func TestServerSpeaksHTTP11(t *testing.T) {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		io.WriteString(c, raw+request("", msg))
 		all, _ := io.ReadAll(c)
-		if n := strings.Count(string(all), "HTTP/1.1 200"); n != 1 || !strings.HasSuffix(string(all), `{"Result":5}`) {
+		if n := strings.Count(string(all), " 200 OK"); n != 1 || !strings.HasSuffix(string(all), `{"Result":5}`) {
 			t.Fatalf("%d answers to an HTTP/1.0 request and the one after it:\n%s", n, all)
 		}
 	})

@@ -1,12 +1,10 @@
 package nano
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,16 +33,27 @@ type ServiceOptions struct {
 	Token string
 	// RetryInterval is the longest wait between two registration attempts
 	// while the server cannot be reached; the first retry comes after
-	// 100 ms and the wait doubles up to this. Zero means 5 seconds.
+	// 100 ms and the wait doubles up to this. Zero means 5 seconds; it
+	// cannot be negative.
 	RetryInterval time.Duration
 	// MaxBodyBytes limits the size of a message; larger ones are answered
-	// with 413. Zero means 4 MiB.
+	// with 413. Zero means 4 MiB; negative means no limit.
 	MaxBodyBytes int64
-	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout bound
-	// the reading of a request's headers, then of its body, the time from
-	// its headers to the end of the answer, and the wait for the next
-	// request on a kept connection. Zero means 5 s, 30 s, 60 s and 2 min;
+	// MaxHeaderBytes limits the request line and headers of a request;
+	// larger ones are answered with 431. It also bounds the status line and
+	// headers of the answers the service's Act calls read. Zero means
+	// 1 MiB; negative means no limit.
+	MaxHeaderBytes int
+	// MaxConns bounds the connections the service holds open at once: at
+	// the bound, new connections wait until one closes. Zero means 10 000;
 	// negative means no limit.
+	MaxConns int
+	// ReadHeaderTimeout bounds the reading of a request's headers, and
+	// ReadTimeout the reading of the whole request, headers and body.
+	// WriteTimeout bounds the time from the end of the request headers to
+	// the end of the answer, the handler's time included, and IdleTimeout
+	// the wait for the next request on a kept connection. Zero means 5 s,
+	// 30 s, 60 s and 2 min; negative means no limit.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// CallTimeout bounds each Act call and each registration attempt. Zero
 	// means 30 seconds; negative means no limit.
@@ -54,8 +63,8 @@ type ServiceOptions struct {
 	// disables the cache.
 	PeerTTL time.Duration
 	// Transport carries registrations and Act calls. Nil means the
-	// service's own: a tuned http.Transport for registrations and a pool of
-	// kept-alive connections for messages.
+	// service's own pool of kept-alive HTTP/1.1 connections, which runs
+	// each call on the caller's goroutine (see the package documentation).
 	Transport http.RoundTripper
 	// Logger receives the service's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -72,19 +81,17 @@ type HandlerFunc func(msg []byte) ([]byte, error)
 // A Service is safe for concurrent use. Create one with NewService or
 // NewServiceWithOptions: the zero Service is not usable.
 type Service struct {
-	opts      ServiceOptions               // with defaults applied
-	log       *slog.Logger                 // opts.Logger
-	client    *Client                      // carries Act calls
-	routes    mirror[*handler]             // pattern -> handler
-	self      atomic.Pointer[Registration] // advertised address, once known
-	done      chan struct{}                // closed by Shutdown: ends registration loops and Add
-	abort     chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
-	acked     atomic.Bool                  // the server announced a TTL, so it has /deregister
-	pending   atomic.Int64                 // patterns not registered yet
-	transport http.RoundTripper            // carries registrations and deregistrations
-	loops     sync.WaitGroup               // registration loops
-
-	inbound inbound // serves the connections given to Serve
+	opts     ServiceOptions               // with defaults applied
+	log      *slog.Logger                 // opts.Logger
+	client   *Client                      // carries Act calls
+	routes   mirror[*handler]             // pattern -> handler
+	self     atomic.Pointer[Registration] // advertised address, once known
+	done     chan struct{}                // closed by Shutdown: ends registration loops and Add
+	abort    chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
+	acked    atomic.Bool                  // the server announced a TTL, so it has /deregister
+	pending  atomic.Int64                 // patterns not registered yet
+	loops    sync.WaitGroup               // registration loops
+	endpoint *endpoint                    // serves the connections given to Serve
 
 	mu      sync.Mutex // guards serving, adding, closed
 	serving bool       // Serve was called: patterns get registered
@@ -133,55 +140,70 @@ func NewService(serviceAddress string, servicePort int, serverAddress string, se
 	return s
 }
 
-// NewServiceWithOptions returns a service configured by opts.
+// NewServiceWithOptions returns a service configured by opts. It fails
+// with ErrInvalidOptions for options it cannot work with.
 func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
-	if _, _, err := splitHostPort(opts.Addr); err != nil {
-		return nil, fmt.Errorf("%w: ServiceOptions.Addr: %v", ErrInvalidOptions, err)
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
-	if err := dialAddr(opts.Server); err != nil {
-		return nil, fmt.Errorf("%w: ServiceOptions.Server: %v", ErrInvalidOptions, err)
-	}
-	opts = opts.withDefaults()
 	client, err := NewClient(ClientOptions{
 		Server:    opts.Server,
 		Timeout:   opts.CallTimeout,
 		PeerTTL:   opts.PeerTTL,
-		Transport: opts.Transport,
+		Transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
 		Logger:    opts.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
-		opts:      opts,
-		log:       opts.Logger,
-		client:    client,
-		done:      make(chan struct{}),
-		abort:     make(chan struct{}),
-		transport: orDefault(opts.Transport),
+		opts:   opts,
+		log:    opts.Logger,
+		client: client,
+		done:   make(chan struct{}),
+		abort:  make(chan struct{}),
 	}
-	s.inbound = inbound{
-		handler:    http.HandlerFunc(s.serveHTTP),
-		log:        opts.Logger,
-		readHeader: opts.ReadHeaderTimeout,
-		read:       opts.ReadTimeout,
-		write:      opts.WriteTimeout,
-		idleTime:   opts.IdleTimeout,
-	}
+	s.endpoint = newEndpoint(http.HandlerFunc(s.serveHTTP), httpOptions{
+		readHeaderTimeout: opts.ReadHeaderTimeout,
+		readTimeout:       opts.ReadTimeout,
+		writeTimeout:      opts.WriteTimeout,
+		idleTimeout:       opts.IdleTimeout,
+		maxHeaderBytes:    opts.MaxHeaderBytes,
+		maxConns:          opts.MaxConns,
+		log:               opts.Logger,
+	})
 	return s, nil
 }
 
-func (o ServiceOptions) withDefaults() ServiceOptions {
+// withDefaults checks the options and returns them with the defaults
+// applied.
+func (o ServiceOptions) withDefaults() (ServiceOptions, error) {
+	if _, _, err := splitHostPort(o.Addr); err != nil {
+		return o, fmt.Errorf("%w: ServiceOptions.Addr: %v", ErrInvalidOptions, err)
+	}
+	if err := dialAddr(o.Server); err != nil {
+		return o, fmt.Errorf("%w: ServiceOptions.Server: %v", ErrInvalidOptions, err)
+	}
 	if o.ListenAddr == "" {
 		_, port, _ := net.SplitHostPort(o.Addr)
 		o.ListenAddr = ":" + port
 	}
-	o.RetryInterval = durationOr(o.RetryInterval, defaultRetryInterval)
-	if o.RetryInterval < firstRetry {
-		o.RetryInterval = firstRetry
+	if err := listenAddr(o.ListenAddr); err != nil {
+		return o, fmt.Errorf("%w: ServiceOptions.ListenAddr: %v", ErrInvalidOptions, err)
 	}
-	if o.MaxBodyBytes <= 0 {
+	if o.RetryInterval < 0 {
+		return o, fmt.Errorf("%w: ServiceOptions.RetryInterval cannot be negative", ErrInvalidOptions)
+	}
+	o.RetryInterval = max(durationOr(o.RetryInterval, defaultRetryInterval), firstRetry)
+	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = defaultMaxBodyBytes
+	}
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns = defaultMaxConns
 	}
 	o.ReadHeaderTimeout = durationOr(o.ReadHeaderTimeout, defaultReadHeaderTimeout)
 	o.ReadTimeout = durationOr(o.ReadTimeout, defaultReadTimeout)
@@ -191,7 +213,7 @@ func (o ServiceOptions) withDefaults() ServiceOptions {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return o
+	return o, nil
 }
 
 // Add registers handle for pattern, serves it and blocks, as in the
@@ -294,19 +316,20 @@ func (s *Service) Serve(l net.Listener) error {
 	}
 	s.mu.Unlock()
 	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().ServiceAddress, "server", s.opts.Server)
-	return s.inbound.serve(l)
+	return s.endpoint.serve(l)
 }
 
-// Handler returns the service endpoint, for use with an http.Server of
-// your own. Patterns are registered at the server only by Serve and
-// ListenAndServe.
-func (s *Service) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+// Handler returns the service endpoint, the handler Serve runs, for use
+// with an http.Server of your own. Patterns are registered at the server
+// only by Serve and ListenAndServe. After Shutdown it answers 503.
+func (s *Service) Handler() http.Handler { return s.endpoint }
 
 // Shutdown stops the service gracefully: it stops renewing its
 // registrations, deregisters its patterns (so that servers route no new
 // message here), stops accepting connections and waits for the requests
-// in flight to finish or ctx to end. It is idempotent; later calls to Serve and Handle return
-// ErrClosed.
+// in flight to finish, or for ctx to end, when it closes their
+// connections and returns ctx's error. It is idempotent; later calls to
+// Serve and Handle return ErrClosed.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -334,183 +357,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	if serving && s.acked.Load() {
 		s.deregisterAll(ctx)
 	}
-	err := s.inbound.shutdown(ctx)
+	err := s.endpoint.shutdown(ctx)
 	s.client.Close()
 	return err
-}
-
-// advertise returns the registration data of this service, taking the
-// port of the listener when opts.Addr has none.
-func (s *Service) advertise(la net.Addr) *Registration {
-	host, port, _ := splitHostPort(s.opts.Addr)
-	if port == 0 {
-		if ta, ok := la.(*net.TCPAddr); ok {
-			port = ta.Port
-		}
-	}
-	_, serverPort, _ := splitHostPort(s.opts.Server)
-	return &Registration{
-		ServiceAddress: net.JoinHostPort(host, strconv.Itoa(port)),
-		ServicePort:    port,
-		ServerAddress:  s.opts.Server,
-		ServerPort:     serverPort,
-	}
-}
-
-// registration returns what the service sends to register pattern p.
-func (s *Service) registration(p string) Registration {
-	var r Registration
-	if self := s.self.Load(); self != nil {
-		r = *self
-	} else {
-		r = *s.advertise(nil)
-	}
-	r.Pattern = p
-	return r
-}
-
-// startRegistration keeps p registered in the background until the
-// service shuts down. The caller holds s.mu.
-func (s *Service) startRegistration(p string) {
-	s.pending.Add(1)
-	s.loops.Go(func() { s.registerLoop(p) })
-}
-
-// registerLoop registers p, then renews the registration at a third of
-// the TTL the server announced. While the server cannot be reached it
-// retries after 100 ms, doubling the wait up to RetryInterval. A server
-// that refuses the registration (a wrong token, say) is not asked again.
-func (s *Service) registerLoop(p string) {
-	retry, failures, registered := firstRetry, 0, false
-	for {
-		ttl, err := s.registerOnce(p)
-		wait := retry
-		switch {
-		case err == nil:
-			if !registered {
-				s.pending.Add(-1)
-			}
-			if !registered || failures > 0 {
-				s.log.Info("nano: pattern registered", "pattern", p, "server", s.opts.Server, "failed_attempts", failures)
-			}
-			registered, failures, retry = true, 0, firstRetry
-			wait = heartbeat(ttl)
-		case errors.Is(err, ErrClosed):
-			return
-		case permanent(err):
-			s.log.Error("nano: server refused registration", "pattern", p, "server", s.opts.Server, "error", err)
-			return
-		default:
-			failures++
-			if failures == 1 {
-				s.log.Warn("nano: cannot register, retrying", "pattern", p, "server", s.opts.Server, "error", err)
-			} else {
-				s.log.Debug("nano: registration retry failed", "pattern", p, "attempt", failures, "error", err)
-			}
-			retry = min(2*retry, s.opts.RetryInterval)
-		}
-		select {
-		case <-s.done:
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-// heartbeat is the interval of renewals for a registration that lives
-// ttl: a third of it, so that two renewals may fail before it expires.
-func heartbeat(ttl time.Duration) time.Duration {
-	if ttl <= 0 {
-		ttl = defaultTTL // a server that does not say, like the original
-	}
-	return max(ttl/3, 10*time.Millisecond)
-}
-
-// registerOnce sends one registration of p to the server and returns the
-// TTL the server announced, zero if it did not.
-func (s *Service) registerOnce(p string) (time.Duration, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.abort:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	data, err := s.control(ctx, "/register", p)
-	if err != nil {
-		select {
-		case <-s.abort:
-			return 0, ErrClosed
-		default:
-			return 0, err
-		}
-	}
-	var answer struct{ TTL float64 }
-	json.Unmarshal(data, &answer) // the original server answers with no body
-	if answer.TTL > 0 {
-		s.acked.Store(true)
-	}
-	return time.Duration(answer.TTL * float64(time.Second)), nil
-}
-
-// deregisterAll removes the service's patterns from the server, so that
-// no new message is routed here while the service drains. Only servers
-// that announced a TTL get it: on a server of the original library,
-// /deregister would be taken for a message and routed to a handler.
-func (s *Service) deregisterAll(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	s.routes.each(func(p string, _ *handler) {
-		wg.Go(func() {
-			if _, err := s.control(ctx, "/deregister", p); err != nil {
-				s.log.Warn("nano: cannot deregister; the registration will expire", "pattern", p, "server", s.opts.Server, "error", err)
-			}
-		})
-	})
-	wg.Wait()
-}
-
-// control posts the registration of p to a control endpoint of the server
-// and returns the body of its 200 answer.
-func (s *Service) control(ctx context.Context, path, p string) ([]byte, error) {
-	if s.opts.CallTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.opts.CallTimeout)
-		defer cancel()
-	}
-	body, err := json.Marshal(s.registration(p))
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.opts.Server+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if s.opts.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
-	}
-	resp, err := s.transport.RoundTrip(req)
-	if err != nil {
-		return nil, transportError(ctx, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return nil, errorFromResponse(resp.StatusCode, data)
-	}
-	return data, nil
-}
-
-// permanent reports whether a registration error will not go away by
-// retrying: the server rejected the registration itself.
-func permanent(err error) bool {
-	e, ok := errors.AsType[*Error](err)
-	return ok && e.Status >= 400 && e.Status < 500 &&
-		e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
 }
 
 // serveHTTP is the service endpoint: it runs the handler of the longest
@@ -528,11 +377,13 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.Method != http.MethodPost {
+		closeUnread(w, r)
 		writeError(w, ErrMethodNotAllowed)
 		return
 	}
 	body, err := readBody(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
+		closeUnread(w, r)
 		writeError(w, err)
 		return
 	}
@@ -572,9 +423,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	w.Header()["Content-Type"] = jsonContentType
-	w.WriteHeader(http.StatusOK)
-	w.Write(out)
+	writeBody(w, http.StatusOK, out)
 }
 
 // readyz answers GET /readyz: 200 once Serve (or Add) registered every

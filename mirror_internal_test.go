@@ -1,9 +1,7 @@
 package nano
 
 import (
-	"errors"
 	"fmt"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -124,51 +122,6 @@ func TestMirrorLookupHitDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func TestFlightMergesConcurrentCalls(t *testing.T) {
-	var (
-		f       flight[int]
-		calls   int
-		mu      sync.Mutex
-		release = make(chan struct{})
-		started = make(chan struct{})
-		wg      sync.WaitGroup
-	)
-	fn := func() (int, error) {
-		mu.Lock()
-		calls++
-		mu.Unlock()
-		close(started)
-		<-release
-		return 42, nil
-	}
-	wg.Go(func() { f.do("k", fn) })
-	<-started
-	results := make(chan int, 5)
-	for range 5 {
-		wg.Go(func() {
-			v, _ := f.do("k", func() (int, error) { t.Error("second call ran"); return 0, nil })
-			results <- v
-		})
-	}
-	for joined := 0; joined < 5; {
-		f.mu.Lock()
-		joined = f.calls["k"].dups
-		f.mu.Unlock()
-		runtime.Gosched()
-	}
-	close(release)
-	wg.Wait()
-	close(results)
-	for v := range results {
-		if v != 42 {
-			t.Fatalf("follower got %d", v)
-		}
-	}
-	if calls != 1 {
-		t.Fatalf("fn ran %d times", calls)
-	}
-}
-
 func BenchmarkMirrorLookup(b *testing.B) {
 	for _, n := range []int{10, 10_000, 100_000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
@@ -191,41 +144,6 @@ func filledMirror(n int) *mirror[*route] {
 		m.insert(p, &route{pattern: p, instances: []instance{newInstance("127.0.0.1:8080", time.Now().Add(time.Hour))}})
 	}
 	return m
-}
-
-func TestFlightPanicReachesFollowersAsError(t *testing.T) {
-	var f flight[*int]
-	release := make(chan struct{})
-	followerErr := make(chan error, 1)
-	go func() {
-		defer func() { recover() }()
-		f.do("k", func() (*int, error) { <-release; panic("boom") })
-	}()
-	for {
-		f.mu.Lock()
-		c := f.calls["k"]
-		f.mu.Unlock()
-		if c != nil {
-			break
-		}
-		runtime.Gosched()
-	}
-	go func() {
-		_, err := f.do("k", func() (*int, error) { return new(int), nil })
-		followerErr <- err
-	}()
-	for joined := 0; joined < 1; {
-		f.mu.Lock()
-		if c := f.calls["k"]; c != nil {
-			joined = c.dups
-		}
-		f.mu.Unlock()
-		runtime.Gosched()
-	}
-	close(release)
-	if err := <-followerErr; !errors.Is(err, errFlightPanicked) {
-		t.Fatalf("follower got %v; want errFlightPanicked", err)
-	}
 }
 
 // TestRouteTableKeepsRoundRobin: renewals and removals replace a route;

@@ -1,0 +1,309 @@
+package nano
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// How a Server proxies a message: it resolves the message's Pattern to a
+// route, forwards the message to an instance of it, and relays the answer.
+// Every failure goes through fail, as every failure of
+// httputil.ReverseProxy goes through its ErrorHandler.
+
+// proxy handles every path but the control endpoints.
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		closeUnread(w, r)
+		s.fail(w, r, "", ErrMethodNotAllowed)
+		return
+	}
+	if err := checkConnection(r.Header); err != nil {
+		closeUnread(w, r)
+		s.fail(w, r, "", err)
+		return
+	}
+	body, err := readBody(w, r, s.opts.MaxBodyBytes)
+	if err != nil {
+		closeUnread(w, r)
+		s.fail(w, r, "", err)
+		return
+	}
+	p, err := messagePattern(body)
+	if err != nil {
+		s.fail(w, r, "", err)
+		return
+	}
+	rt, err := s.resolve(r.Context(), p)
+	if err != nil {
+		s.fail(w, r, "", err)
+		return
+	}
+	s.forward(w, r, rt, body)
+}
+
+// resolve finds the route of a canonical pattern: from the mirror, or on
+// a miss from the registry in one round trip shared by concurrent misses.
+// A mirrored route whose instances all expired counts as a miss. The
+// registry lookup is bounded by RegistryTimeout, not by ctx: a caller
+// that gives up does not cancel it for the others waiting on it.
+func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
+	if rt, ok := s.routes.lookup(p); ok && rt.live(s.now()) {
+		return rt, nil
+	}
+	return s.misses.do(ctx, p, func() (*route, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RegistryTimeout)
+		defer cancel()
+		pattern, members, err := s.reg.lookup(ctx, p)
+		if err != nil {
+			s.setReady(false, err)
+			return nil, err
+		}
+		if pattern == "" {
+			return nil, fmt.Errorf("%w %q", ErrNoService, p)
+		}
+		s.routes.merge(pattern, members...)
+		rt, ok := s.routes.get(pattern)
+		if !ok { // deregistered meanwhile
+			return nil, fmt.Errorf("%w %q", ErrNoService, p)
+		}
+		return rt, nil
+	})
+}
+
+// forward sends the message to an instance of rt and relays its answer.
+// Instances are tried in round-robin order. The message goes on to the
+// next instance only when the last one cannot have received it: it could
+// not be reached (a dial error; a kept connection found closed before
+// writing is replaced inside the transport), or it answered that none of
+// its handlers matches, and is dropped from the mirror. Any other failure
+// is the caller's: a message that may have reached a handler is never
+// sent twice.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body []byte) {
+	ctx := r.Context()
+	if s.opts.UpstreamTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.UpstreamTimeout)
+		defer cancel()
+	}
+	header := outboundHeader(r.Header)
+	now := s.now()
+	live := rt.liveCount(now)
+	if live == 0 { // all expired since resolve looked
+		s.fail(w, r, rt.pattern, fmt.Errorf("%w %q", ErrNoService, rt.pattern))
+		return
+	}
+	n, first := len(rt.instances), rt.start()
+	for i := range n {
+		in := rt.instances[(first+i)%n]
+		if !in.liveAt(now) {
+			continue
+		}
+		live--
+		sent := time.Now()
+		resp, err := s.transport.RoundTrip(outbound(ctx, in.addr, header, body))
+		if err == nil {
+			s.metrics.upstream.observe(time.Since(sent))
+			if live == 0 || resp.Header.Get(noHandlerHeader) == "" {
+				s.relay(w, r, rt.pattern, resp)
+				return
+			}
+			resp.Body.Close()
+			err = errNoHandler
+		}
+		if !failover(err) || ctx.Err() != nil {
+			s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", in.addr, "error", err)
+			s.fail(w, r, rt.pattern, callError(ctx, err))
+			return
+		}
+		s.metrics.failovers.Add(1)
+		if s.routes.remove(rt.pattern, in.addr, time.Now().Add(s.opts.TTL)) {
+			s.log.Warn("nano: instance failed, trying another", "pattern", rt.pattern, "address", in.addr, "error", err)
+		}
+	}
+	s.fail(w, r, rt.pattern, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern))
+}
+
+// relay copies a service's answer to the client: its status, its
+// end-to-end header fields, its body and trailers. An answer that no
+// request of the proxy asks for (a 1xx, or a status below 100) is refused
+// with 502.
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, resp *http.Response) {
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 {
+		s.log.Debug("nano: service answered with an unexpected status", "pattern", pattern, "status", resp.StatusCode)
+		s.fail(w, r, pattern, fmt.Errorf("%w: %q: invalid answer status %d", ErrServiceUnavailable, pattern, resp.StatusCode))
+		return
+	}
+	h := w.Header()
+	named := connectionNamed(resp.Header)
+	for k, vv := range resp.Header {
+		if !hopByHop(k, named) {
+			h[k] = vv // the answer is ours alone: no copy needed
+		}
+	}
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	s.metrics.count(pattern, resp.StatusCode)
+	w.WriteHeader(resp.StatusCode)
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	// Through Write only: an answer that fits the writer's buffer then
+	// leaves in one write with its head.
+	if _, err := io.CopyBuffer(writerOnly{w}, resp.Body, *buf); err != nil {
+		// The status is sent: abort the connection so that the client
+		// sees a truncated answer rather than a complete-looking one.
+		s.log.Debug("nano: relaying an answer failed", "pattern", pattern, "error", err)
+		panic(http.ErrAbortHandler)
+	}
+	for k, vv := range resp.Trailer {
+		h[k] = vv
+	}
+}
+
+// fail is the proxy's one error path: it counts the message under the
+// pattern that routed it (empty when none did) and answers with err's
+// status and a JSON error naming no address. A client that hung up gets
+// nothing, and is counted with status 499, as nginx counts it.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, pattern string, err error) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		s.metrics.count(pattern, statusClientClosed)
+		return
+	}
+	s.metrics.count(pattern, statusOf(err))
+	writeError(w, err)
+}
+
+// statusClientClosed counts the messages whose client hung up before the
+// answer.
+const statusClientClosed = 499
+
+// errNoHandler is an instance's answer that none of its handlers matches
+// the message: no handler ran, and the message may go to another instance.
+var errNoHandler = &notHandledError{fmt.Errorf("%w: no handler", ErrNoService)}
+
+// outbound returns the request that carries a message to the service at
+// addr.
+func outbound(ctx context.Context, addr string, header http.Header, body []byte) *http.Request {
+	req := &http.Request{
+		Method:        http.MethodPost,
+		URL:           &url.URL{Scheme: "http", Host: addr, Path: "/"},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		Body:          messageBody{bytes.NewReader(body)},
+		GetBody:       func() (io.ReadCloser, error) { return messageBody{bytes.NewReader(body)}, nil },
+		ContentLength: int64(len(body)),
+		Host:          addr,
+	}
+	return req.WithContext(ctx)
+}
+
+// messageBody is the body of a message on its way to a service.
+type messageBody struct{ *bytes.Reader }
+
+func (messageBody) Close() error { return nil }
+
+// writerOnly hides every method of a writer but Write.
+type writerOnly struct{ io.Writer }
+
+// copyBuffers hold the buffers that relay copies answers through.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// hopHeaders are the hop-by-hop header fields a proxy must not forward
+// (RFC 9110, section 7.6.1).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// outboundHeader returns the header of a message to a service: the
+// client's end-to-end fields, with application/json unless the client
+// named a Content-Type. When there is nothing to drop or add, it is the
+// client's header itself, which a RoundTripper only reads.
+func outboundHeader(h http.Header) http.Header {
+	named := connectionNamed(h)
+	if named == nil && len(h["Content-Type"]) > 0 && !slices.ContainsFunc(hopHeaders, func(k string) bool { return h[k] != nil }) {
+		return h
+	}
+	out := make(http.Header, len(h)+1)
+	for k, vv := range h {
+		if !hopByHop(k, named) {
+			out[k] = vv
+		}
+	}
+	if len(out["Content-Type"]) == 0 {
+		out["Content-Type"] = jsonContentType
+	}
+	return out
+}
+
+// hopByHop reports whether the field k concerns one connection only: a
+// hop-by-hop field, or one that the header's Connection field names
+// (named, from connectionNamed).
+func hopByHop(k string, named map[string]bool) bool {
+	return slices.Contains(hopHeaders, k) || named[k]
+}
+
+// maxConnectionNames bounds the names a message's Connection header may
+// list; no client needs more than a few.
+const maxConnectionNames = 64
+
+// checkConnection refuses a Connection header that lists more names than
+// maxConnectionNames.
+func checkConnection(h http.Header) error {
+	n := 0
+	for _, f := range h["Connection"] {
+		n += strings.Count(f, ",") + 1
+	}
+	if n > maxConnectionNames {
+		return fmt.Errorf("%w: the Connection header lists over %d names", ErrInvalidMessage, maxConnectionNames)
+	}
+	return nil
+}
+
+// connectionNamed returns the canonical names of the fields h's Connection
+// header lists, or nil when it has none (the usual case). Built once per
+// header, it keeps the filtering linear in the header's size however many
+// names a client lists.
+func connectionNamed(h http.Header) map[string]bool {
+	values := h["Connection"]
+	if len(values) == 0 {
+		return nil
+	}
+	named := make(map[string]bool)
+	for _, f := range values {
+		for name := range strings.SplitSeq(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				named[http.CanonicalHeaderKey(name)] = true
+			}
+		}
+	}
+	return named
+}
+
+// messagePattern returns the canonical Pattern of a JSON message.
+func messagePattern(body []byte) (string, error) {
+	m, err := readMessage(body)
+	if err != nil {
+		return "", err
+	}
+	if m.Pattern == nil {
+		return "", fmt.Errorf("%w: no Pattern field", ErrInvalidMessage)
+	}
+	return parsePattern(*m.Pattern)
+}

@@ -1,0 +1,191 @@
+package nano
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// How a Service registers its patterns at its server, keeps them
+// registered, and deregisters them when it shuts down.
+
+// advertise returns the registration data of this service, taking the
+// port of the listener when opts.Addr has none.
+func (s *Service) advertise(la net.Addr) *Registration {
+	host, port, _ := splitHostPort(s.opts.Addr)
+	if port == 0 {
+		if ta, ok := la.(*net.TCPAddr); ok {
+			port = ta.Port
+		}
+	}
+	_, serverPort, _ := splitHostPort(s.opts.Server)
+	return &Registration{
+		ServiceAddress: net.JoinHostPort(host, strconv.Itoa(port)),
+		ServicePort:    port,
+		ServerAddress:  s.opts.Server,
+		ServerPort:     serverPort,
+	}
+}
+
+// registration returns what the service sends to register pattern p.
+func (s *Service) registration(p string) Registration {
+	var r Registration
+	if self := s.self.Load(); self != nil {
+		r = *self
+	} else {
+		r = *s.advertise(nil)
+	}
+	r.Pattern = p
+	return r
+}
+
+// startRegistration keeps p registered in the background until the
+// service shuts down. The caller holds s.mu.
+func (s *Service) startRegistration(p string) {
+	s.pending.Add(1)
+	s.loops.Go(func() { s.registerLoop(p) })
+}
+
+// registerLoop registers p, then renews the registration at a third of
+// the TTL the server announced. While the server cannot be reached it
+// retries after 100 ms, doubling the wait up to RetryInterval. A server
+// that refuses the registration (a wrong token, say) is not asked again.
+func (s *Service) registerLoop(p string) {
+	retry, failures, registered := firstRetry, 0, false
+	for {
+		ttl, err := s.registerOnce(p)
+		wait := retry
+		switch {
+		case err == nil:
+			if !registered {
+				s.pending.Add(-1)
+			}
+			if !registered || failures > 0 {
+				s.log.Info("nano: pattern registered", "pattern", p, "server", s.opts.Server, "failed_attempts", failures)
+			}
+			registered, failures, retry = true, 0, firstRetry
+			wait = heartbeat(ttl)
+		case errors.Is(err, ErrClosed):
+			return
+		case permanent(err):
+			s.log.Error("nano: server refused registration", "pattern", p, "server", s.opts.Server, "error", err)
+			return
+		default:
+			failures++
+			if failures == 1 {
+				s.log.Warn("nano: cannot register, retrying", "pattern", p, "server", s.opts.Server, "error", err)
+			} else {
+				s.log.Debug("nano: registration retry failed", "pattern", p, "attempt", failures, "error", err)
+			}
+			retry = min(2*retry, s.opts.RetryInterval)
+		}
+		select {
+		case <-s.done:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// heartbeat is the interval of renewals for a registration that lives
+// ttl: a third of it, so that two renewals may fail before it expires.
+func heartbeat(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		ttl = defaultTTL // a server that does not say, like the original
+	}
+	return max(ttl/3, 10*time.Millisecond)
+}
+
+// registerOnce sends one registration of p to the server and returns the
+// TTL the server announced, zero if it did not.
+func (s *Service) registerOnce(p string) (time.Duration, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.abort:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	data, err := s.control(ctx, "/register", p)
+	if err != nil {
+		select {
+		case <-s.abort:
+			return 0, ErrClosed
+		default:
+			return 0, err
+		}
+	}
+	var answer struct{ TTL float64 }
+	json.Unmarshal(data, &answer) // the original server answers with no body
+	if answer.TTL > 0 {
+		s.acked.Store(true)
+	}
+	return time.Duration(answer.TTL * float64(time.Second)), nil
+}
+
+// deregisterAll removes the service's patterns from the server, so that
+// no new message is routed here while the service drains. Only servers
+// that announced a TTL get it: on a server of the original library,
+// /deregister would be taken for a message and routed to a handler.
+func (s *Service) deregisterAll(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	s.routes.each(func(p string, _ *handler) {
+		wg.Go(func() {
+			if _, err := s.control(ctx, "/deregister", p); err != nil {
+				s.log.Warn("nano: cannot deregister; the registration will expire", "pattern", p, "server", s.opts.Server, "error", err)
+			}
+		})
+	})
+	wg.Wait()
+}
+
+// control posts the registration of p to a control endpoint of the server
+// and returns the body of its 200 answer.
+func (s *Service) control(ctx context.Context, path, p string) ([]byte, error) {
+	if s.opts.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.CallTimeout)
+		defer cancel()
+	}
+	body, err := json.Marshal(s.registration(p))
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.opts.Server+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if s.opts.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
+	}
+	resp, err := s.client.transport.RoundTrip(req)
+	if err != nil {
+		return nil, callError(ctx, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return nil, errorFromResponse(resp.StatusCode, data)
+	}
+	return data, nil
+}
+
+// permanent reports whether a registration error will not go away by
+// retrying: the server rejected the registration itself.
+func permanent(err error) bool {
+	e, ok := errors.AsType[*Error](err)
+	return ok && e.Status >= 400 && e.Status < 500 &&
+		e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
+}

@@ -1,0 +1,185 @@
+package nano
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Registration is the body of POST /register: the pattern a service
+// handles and where it is reached. Services also describe themselves with it
+// in the "Service" field of a ServiceRequest answer.
+//
+// ServiceAddress and ServerAddress are host:port, as the original library
+// sent them; the ports are repeated in ServicePort and ServerPort.
+type Registration struct {
+	Pattern        string `json:"Pattern"`
+	ServiceAddress string `json:"ServiceAddress"`
+	ServicePort    int    `json:"ServicePort"`
+	ServerAddress  string `json:"ServerAddress"`
+	ServerPort     int    `json:"ServerPort"`
+}
+
+// normalize validates a registration received from the network and returns
+// it with a canonical pattern and ServiceAddress as host:port. A
+// ServiceAddress without a port takes ServicePort.
+func (r Registration) normalize() (Registration, error) {
+	p, err := parsePattern(r.Pattern)
+	if err != nil {
+		return r, err
+	}
+	r.Pattern = p
+	addr := r.ServiceAddress
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), strconv.Itoa(r.ServicePort))
+	}
+	host, port, err := splitHostPort(addr)
+	if err == nil && port == 0 {
+		err = fmt.Errorf("%q has port 0", addr)
+	}
+	if err != nil {
+		return r, fmt.Errorf("%w: ServiceAddress: %v", ErrInvalidMessage, err)
+	}
+	r.ServiceAddress = net.JoinHostPort(host, strconv.Itoa(port))
+	r.ServicePort = port
+	return r, nil
+}
+
+// splitHostPort splits "host:port" with a port from 0 to 65535. It rejects
+// empty hosts, URLs and paths.
+func splitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("%q has no host", addr)
+	}
+	if len(host) > 255 || strings.ContainsAny(host, "/?#@ \t\r\n") || hasControl(host) {
+		return "", 0, fmt.Errorf("%q is not a host:port address", addr)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q has no valid port (1-65535)", addr)
+	}
+	return host, port, nil
+}
+
+// dialAddr checks an address to connect to: host:port with a port other
+// than 0.
+func dialAddr(addr string) error {
+	_, port, err := splitHostPort(addr)
+	if err == nil && port == 0 {
+		err = fmt.Errorf("%q has port 0", addr)
+	}
+	return err
+}
+
+// registered is the answer to POST /register: the stored registration and
+// how long it lives unless renewed.
+type registered struct {
+	Registration
+	TTL float64 `json:"TTL"` // seconds
+}
+
+// resolution is the answer to GET /resolve.
+type resolution struct {
+	Pattern   string             `json:"Pattern"`   // the registered pattern that matched
+	Instances []resolvedInstance `json:"Instances"` // its live instances
+	TTL       float64            `json:"TTL"`       // seconds an instance lives unless renewed
+}
+
+type resolvedInstance struct {
+	ServiceAddress string    `json:"ServiceAddress"`
+	Expires        time.Time `json:"Expires"`
+}
+
+// envelope is a service's answer to a message with "ServiceRequest": true.
+// encoding/json writes Payload as base64, as the original library did.
+type envelope struct {
+	Service *Registration `json:"Service"` // nil in an answer that is not an envelope
+	Payload []byte        `json:"Payload"`
+}
+
+// A service of this library answers a message that asks for the
+// ServiceRequest envelope, and whose request carries "Nano-Envelope:
+// header", with the handler's bytes as the body and the pattern that
+// matched in a "Nano-Service" header: the same facts as the JSON envelope
+// without encoding the payload in base64 and decoding it again. Services
+// that do not know the header (the original library's) answer with the
+// JSON envelope, which the client reads as before.
+const (
+	envelopeHeader   = "Nano-Envelope"
+	envelopeInHeader = "header"
+	serviceHeader    = "Nano-Service"
+)
+
+// noHandlerHeader marks a service's 404 for a message none of its
+// handlers matches, as opposed to a 404 a handler chose.
+const noHandlerHeader = "Nano-Error"
+
+// callHeader is the header of the messages a Client sends: JSON, and the
+// envelope in the answer's header if the service can.
+var callHeader = http.Header{"Content-Type": jsonContentType, envelopeHeader: {envelopeInHeader}}
+
+// legacyHeader is the header of the messages sent through a server without
+// /resolve: the client learns peers from the JSON envelope's Service.
+var legacyHeader = http.Header{"Content-Type": jsonContentType}
+
+// errNotService is the failure of a call whose answer is not a service's:
+// something else listens at the address.
+var errNotService = fmt.Errorf("%w: the answer is not a service envelope", ErrServiceUnavailable)
+
+// decodeAnswer reads a service's answer to a call: the handler's bytes,
+// from the JSON envelope or as the body when the header says the envelope
+// is there; an error answer becomes an *Error.
+func decodeAnswer(status int, header http.Header, data []byte) (envelope, error) {
+	var env envelope
+	if status < 200 || status > 299 {
+		err := errorFromResponse(status, data)
+		if header.Get(noHandlerHeader) != "" {
+			return env, &notHandledError{err}
+		}
+		return env, err
+	}
+	if len(header[serviceHeader]) > 0 {
+		env.Payload = data
+		return env, nil
+	}
+	if err := json.Unmarshal(data, &env); err != nil || env.Service == nil {
+		return envelope{}, errNotService
+	}
+	return env, nil
+}
+
+// withServiceRequest checks that msg is a JSON object and returns it with
+// "ServiceRequest": true, adding the field before the closing brace when the
+// message does not already ask for the envelope.
+func withServiceRequest(msg []byte) ([]byte, error) {
+	trimmed := bytes.TrimSpace(msg)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidMessage)
+	}
+	m, err := readMessage(trimmed)
+	if err != nil {
+		return nil, err
+	}
+	if m.ServiceRequest {
+		return msg, nil
+	}
+	// A later duplicate key wins in encoding/json, so appending overrides a
+	// "ServiceRequest": false the message may carry.
+	inner := bytes.TrimSpace(trimmed[1 : len(trimmed)-1])
+	out := make([]byte, 0, len(trimmed)+24)
+	out = append(out, trimmed[:len(trimmed)-1]...)
+	if len(inner) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, `"ServiceRequest":true}`...)
+	return out, nil
+}
