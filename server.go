@@ -220,14 +220,23 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 // withDefaults checks the options and returns them with the defaults
 // applied.
 func (o ServerOptions) withDefaults() (ServerOptions, error) {
-	if o.Addr == "" {
-		o.Addr = defaultServerAddr
+	if o.TTL < 0 || o.RegistryTimeout < 0 {
+		return o, fmt.Errorf("%w: ServerOptions.TTL and RegistryTimeout cannot be negative", ErrInvalidOptions)
 	}
+	o = o.Defaults()
 	if err := listenAddr(o.Addr); err != nil {
 		return o, fmt.Errorf("%w: ServerOptions.Addr: %v", ErrInvalidOptions, err)
 	}
-	if o.TTL < 0 || o.RegistryTimeout < 0 {
-		return o, fmt.Errorf("%w: ServerOptions.TTL and RegistryTimeout cannot be negative", ErrInvalidOptions)
+	return o, nil
+}
+
+// Defaults returns o with each field left at zero set to the default it
+// stands for, as NewServerWithOptions sets them; the other fields stay as
+// they are. It is for programs that show the defaults, as cmd/nano-server
+// does in its help.
+func (o ServerOptions) Defaults() ServerOptions {
+	if o.Addr == "" {
+		o.Addr = defaultServerAddr
 	}
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = defaultKeyPrefix
@@ -257,7 +266,7 @@ func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return o, nil
+	return o
 }
 
 // listenAddr checks an address to listen on: host:port, where the host

@@ -84,7 +84,7 @@ type config struct {
 	writeTimeout, idleTimeout              time.Duration
 	shutdownDelay, shutdownTimeout         time.Duration
 	maxBodyBytes                           int64
-	maxPatterns                            int
+	maxHeaderBytes, maxConns, maxPatterns  int
 	logLevel, logFormat                    string
 }
 
@@ -120,27 +120,35 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		}
 		fs.DurationVar(p, name, def, usage+" ($"+env+")")
 	}
-	num(&c.port, "port", "NANO_PORT", 9999, "port to listen on")
+	// Limits default to zero, which the library reads as its own default;
+	// the help shows what that is.
+	def := nano.ServerOptions{}.Defaults()
+	_, defPort, _ := net.SplitHostPort(def.Addr)
+	port, _ := strconv.Atoi(defPort)
+	or := func(v any) string { return fmt.Sprintf("; 0 means %v", v) }
+	num(&c.port, "port", "NANO_PORT", port, "port to listen on")
 	str(&c.host, "host", "NANO_HOST", "", "address to listen on; empty means all interfaces")
 	str(&c.redisAddrs, "redis", "NANO_REDIS_ADDR", "", "Redis host:port, or several separated by commas (Sentinel or Cluster); empty means the in-memory registry")
 	str(&c.redisMaster, "redis-master", "NANO_REDIS_MASTER", "", "Sentinel master name; -redis then lists the sentinels")
 	str(&c.redisPassword, "redis-password", "NANO_REDIS_PASSWORD", "", "Redis password")
 	num(&c.redisDB, "redis-db", "NANO_REDIS_DB", 0, "Redis database number")
-	str(&c.keyPrefix, "key-prefix", "NANO_KEY_PREFIX", "nano:", "prefix of the registry's Redis keys")
+	str(&c.keyPrefix, "key-prefix", "NANO_KEY_PREFIX", "", "prefix of the registry's Redis keys; empty means "+def.KeyPrefix)
 	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
-	dur(&c.ttl, "ttl", "NANO_TTL", 30*time.Second, "a registration lives this long unless renewed")
-	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 10*time.Second, "full reload of the registry from Redis")
-	dur(&c.upstreamTimeout, "upstream-timeout", "NANO_UPSTREAM_TIMEOUT", 30*time.Second, "bound of one proxied call; then 504")
-	dur(&c.registryTimeout, "registry-timeout", "NANO_REGISTRY_TIMEOUT", 3*time.Second, "bound of each Redis call")
-	dur(&c.readHeaderTimeout, "read-header-timeout", "NANO_READ_HEADER_TIMEOUT", 5*time.Second, "time to read a request's headers")
-	dur(&c.readTimeout, "read-timeout", "NANO_READ_TIMEOUT", 30*time.Second, "time to read a request's body")
-	dur(&c.writeTimeout, "write-timeout", "NANO_WRITE_TIMEOUT", 0, "time to write an answer; 0 means the upstream timeout plus 10s")
-	dur(&c.idleTimeout, "idle-timeout", "NANO_IDLE_TIMEOUT", 2*time.Minute, "keep-alive connections idle longer are closed")
+	dur(&c.ttl, "ttl", "NANO_TTL", 0, "a registration lives this long unless renewed"+or(def.TTL))
+	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 0, "full reload of the registry from Redis"+or(def.ResyncInterval)+", negative never")
+	dur(&c.upstreamTimeout, "upstream-timeout", "NANO_UPSTREAM_TIMEOUT", 0, "bound of one proxied call, then 504"+or(def.UpstreamTimeout)+", negative none")
+	dur(&c.registryTimeout, "registry-timeout", "NANO_REGISTRY_TIMEOUT", 0, "bound of each Redis call"+or(def.RegistryTimeout))
+	dur(&c.readHeaderTimeout, "read-header-timeout", "NANO_READ_HEADER_TIMEOUT", 0, "time to read a request's headers"+or(def.ReadHeaderTimeout)+", negative none")
+	dur(&c.readTimeout, "read-timeout", "NANO_READ_TIMEOUT", 0, "time to read a whole request"+or(def.ReadTimeout)+", negative none")
+	dur(&c.writeTimeout, "write-timeout", "NANO_WRITE_TIMEOUT", 0, "time from a request's headers to the end of its answer; 0 means the upstream timeout plus 10s, negative none")
+	dur(&c.idleTimeout, "idle-timeout", "NANO_IDLE_TIMEOUT", 0, "keep-alive connections idle longer are closed"+or(def.IdleTimeout)+", negative never")
 	dur(&c.shutdownDelay, "shutdown-delay", "NANO_SHUTDOWN_DELAY", 0, "time to go on serving after SIGTERM before shutting down, while a load balancer stops sending new requests")
 	dur(&c.shutdownTimeout, "shutdown-timeout", "NANO_SHUTDOWN_TIMEOUT", 25*time.Second, "time given to requests under way at shutdown")
 	var maxBody int
-	num(&maxBody, "max-body-bytes", "NANO_MAX_BODY_BYTES", 4<<20, "larger message bodies get 413")
-	num(&c.maxPatterns, "max-patterns", "NANO_MAX_PATTERNS", 100_000, "registrations of further new patterns get 507; negative means no limit")
+	num(&maxBody, "max-body-bytes", "NANO_MAX_BODY_BYTES", 0, "larger message bodies get 413"+or(def.MaxBodyBytes)+", negative no limit")
+	num(&c.maxHeaderBytes, "max-header-bytes", "NANO_MAX_HEADER_BYTES", 0, "larger request heads get 431, larger answer heads from services 502"+or(def.MaxHeaderBytes)+", negative no limit")
+	num(&c.maxConns, "max-conns", "NANO_MAX_CONNS", 0, "connections held open at once; more wait"+or(def.MaxConns)+", negative no limit")
+	num(&c.maxPatterns, "max-patterns", "NANO_MAX_PATTERNS", 0, "registrations of further new patterns get 507"+or(def.MaxPatterns)+", negative no limit")
 	str(&c.logLevel, "log-level", "NANO_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.logFormat, "log-format", "NANO_LOG_FORMAT", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -177,6 +185,8 @@ func (c config) options(log *slog.Logger) nano.ServerOptions {
 		KeyPrefix:         c.keyPrefix,
 		Token:             c.token,
 		MaxBodyBytes:      c.maxBodyBytes,
+		MaxHeaderBytes:    c.maxHeaderBytes,
+		MaxConns:          c.maxConns,
 		MaxPatterns:       c.maxPatterns,
 		ReadHeaderTimeout: c.readHeaderTimeout,
 		ReadTimeout:       c.readTimeout,
@@ -236,6 +246,10 @@ func run(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv, err := nano.NewServerWithOptions(opts)
+	if errors.Is(err, nano.ErrInvalidOptions) {
+		fmt.Fprintln(stderr, "nano-server:", err)
+		return 2
+	}
 	if err != nil {
 		log.Error("nano-server: cannot start", "error", err)
 		return 1
