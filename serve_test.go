@@ -1,0 +1,167 @@
+package nano_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+// heapInUse is the heap in use after a garbage collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// TestBodyMemoryFollowsWhatArrives: 200 connections that announce a body
+// of 4 MiB and send one byte cost the server and the service a little
+// memory each, not what they announce (800 MiB). Not parallel: it
+// measures the heap of the whole test process.
+func TestBodyMemoryFollowsWhatArrives(t *testing.T) {
+	_, serverAddr := startServer(t, nano.ServerOptions{MaxConns: -1})
+	_, serviceAddr := startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum},
+		func(o *nano.ServiceOptions) { o.MaxConns = -1 })
+	for _, target := range []struct{ name, addr string }{{"server", serverAddr}, {"service", serviceAddr}} {
+		t.Run(target.name, func(t *testing.T) {
+			before := heapInUse()
+			conns := make([]net.Conn, 0, 200)
+			t.Cleanup(func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			})
+			for range 200 {
+				c, err := net.Dial("tcp", target.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+				fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: nano\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{", 4<<20)
+			}
+			// The headers are read at once; watch the heap for a while in
+			// case anything is allocated late.
+			var most uint64
+			for range 5 {
+				time.Sleep(100 * time.Millisecond)
+				most = max(most, heapInUse())
+			}
+			grown := int64(most) - int64(before)
+			t.Logf("200 connections announcing 4 MiB each: heap grew by %.1f MiB", float64(grown)/(1<<20))
+			if grown > 20<<20 {
+				t.Fatalf("heap grew by %d MiB; want under 20 MiB", grown>>20)
+			}
+		})
+	}
+}
+
+// TestMaxConns: a server holds at most MaxConns connections open; the
+// next one waits, and is served once one closes.
+func TestMaxConns(t *testing.T) {
+	t.Parallel()
+	_, addr := startServer(t, nano.ServerOptions{MaxConns: 3})
+	health := "GET /healthz HTTP/1.1\r\nHost: nano\r\n\r\n"
+	ask := func(c net.Conn, wait time.Duration) error {
+		c.SetDeadline(time.Now().Add(wait))
+		if _, err := io.WriteString(c, health); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	var open []net.Conn
+	for i := range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := ask(c, 5*time.Second); err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		open = append(open, c)
+	}
+	extra, err := net.Dial("tcp", addr) // the kernel accepts it; the server does not yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	if err := ask(extra, 300*time.Millisecond); err == nil {
+		t.Fatal("a fourth connection was served while three were open")
+	}
+	open[0].Close()
+	if err := ask(extra, 5*time.Second); err != nil {
+		t.Fatalf("the fourth connection, once one closed: %v", err)
+	}
+}
+
+// TestShutdownWaitsForHandlers: the handler of a server mounted in an
+// http.Server of the user's own keeps working while Shutdown waits for it
+// (the registry and the connections to services are not closed under it);
+// requests that come after Shutdown get 503.
+func TestShutdownWaitsForHandlers(t *testing.T) {
+	t.Parallel()
+	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Redis: redisOptions(t, testRedis).Redis, KeyPrefix: redisOptions(t, testRedis).KeyPrefix, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounted := httptest.NewServer(srv.Handler())
+	t.Cleanup(mounted.Close)
+	addr := mounted.Listener.Addr().String()
+	entered, release := make(chan struct{}), make(chan struct{})
+	startService(t, addr, map[string]nano.HandlerFunc{
+		"role:slow": func(msg []byte) ([]byte, error) {
+			if strings.Contains(string(msg), "wait") {
+				close(entered)
+				<-release
+			}
+			return []byte(`"done"`), nil
+		},
+	})
+	waitAnswer(t, addr, `{"Pattern":"role:slow"}`, `"done"`)
+
+	answer := make(chan string, 1)
+	go func() {
+		resp, err := http.Post("http://"+addr+"/", "application/json", strings.NewReader(`{"Pattern":"role:slow","wait":true}`))
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		answer <- fmt.Sprint(resp.StatusCode, " ", readAll(resp))
+	}()
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a handler running", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if got := <-answer; got != `200 "done"` {
+		t.Fatalf("the request in flight got %s", got)
+	}
+	if err := <-shut; err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if status, body := post(t, "http://"+addr+"/", `{"Pattern":"role:slow"}`); status != http.StatusServiceUnavailable {
+		t.Fatalf("after Shutdown: %d %s; want 503", status, body)
+	}
+}
