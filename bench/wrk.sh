@@ -1,86 +1,350 @@
 #!/usr/bin/env bash
-# Measures go-nano with wrk, next to nginx as a plain reverse proxy when
-# nginx is installed: the paths run back to back, ROUNDS times, and the
-# medians are printed with each path's ratio to the direct one.
+# Measures the paths the performance goals compare, with wrk on loopback:
 #
-#   bench/wrk.sh                    # 3 rounds of 10 s, 32 connections
-#   ROUNDS=1 D=5s C=64 bench/wrk.sh
+#   direct    POST to the sum service itself
+#   nginx     nginx as a plain reverse proxy (keep-alive upstream) in front of it
+#   revproxy  net/http + httputil.ReverseProxy in front of it (in the loadtest process)
+#   server    POST to the nano server, which proxies to the sum service
+#   act       POST to a service whose handler calls the sum service with Act
+#   original  the original go-nano server in front of the same sum service
+#             (only when ORIGINAL names a checkout of the original library)
 #
-# Needs wrk (apt-get install wrk); nginx is optional (apt-get install nginx).
+# Every path first gets an unmeasured warm-up, then the rounds run
+# interleaved: round 1 runs every path once, then round 2, and so on. The
+# table shows per path the median req/s, p50 and p99 over the rounds, the
+# median of the per-round ratios to direct and to nginx (so a drift of the
+# machine between rounds cancels out), the errors of all rounds (failed
+# connections, reads, writes, timeouts and answers outside 2xx) and the new
+# connections per 1000 requests that the loadtest's server, sum, act and
+# revproxy listeners accepted during the measured runs, not counting the
+# C+1 connections wrk itself opens to the path's front listener (it opens
+# one first to test the address): 0.0 means every hop kept its connections
+# alive. wrk stops with requests in flight; a proxy that closes the
+# upstream connection of a request its client abandoned (httputil's
+# ReverseProxy does) dials it again in the path's next run, which shows as
+# a small figure in the sum column.
+#
+#   bench/wrk.sh                               # 3 rounds of 5 s, 32 connections
+#   ROUNDS=1 D=3s C=64 OUT=runs.txt bench/wrk.sh
+#   ORIGINAL=../go-nano-original bench/wrk.sh  # adds the original's server
+#
+# Environment: D (wrk duration, 5s), C (connections, 32), ROUNDS (3),
+# WARMUP (unmeasured wrk run per path before round 1, 1s; 0 skips it),
+# OUT (a file to write the raw per-round lines to), ORIGINAL (see above).
+#
+# Needs wrk, curl and Go; nginx is optional (apt-get install wrk nginx
+# curl); the original path needs redis-server and the Go module proxy (to
+# fetch the original's dependencies).
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
-D=${D:-10s} C=${C:-32} ROUNDS=${ROUNDS:-3}
-command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
+D=${D:-5s} C=${C:-32} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-1s}
+OUT=${OUT:-} ORIGINAL=${ORIGINAL:-}
+lua=bench/post.lua
 
-work=$(mktemp -d)
+fail() {
+  echo "wrk.sh: $*" >&2
+  exit 1
+}
+
+for tool in wrk curl go; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed"
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS must be a positive number, not '$ROUNDS'"
+[[ $C =~ ^[1-9][0-9]*$ ]] || fail "C must be a positive number, not '$C'"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/nano-wrk.XXXXXX")
 pids=()
+
+# cleanup stops every process the script started, by its PID: politely
+# first, then for good after 5 s.
 cleanup() {
+  local p
+  trap - INT TERM
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$p" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$p" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# free_port prints a loopback port nobody listens on, below the kernel's
+# range for outgoing connections.
+free_port() {
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 12000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return
+    fi
+  done
+  fail "no free port found"
+}
+
+# wait_port waits until something listens on a loopback port; the process
+# in $2 must stay alive meanwhile, its logs (the rest) are shown otherwise.
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+    kill -0 "$2" 2>/dev/null || { cat "${@:3}" >&2; fail "a process for port $1 stopped early (log above)"; }
+    sleep 0.1
+  done
+  fail "nothing listens on port $1 after 10 s"
+}
+
+# check fails loudly unless a path answers its message with 200.
+check() {
+  local name=$1 url=$2 body=$3 code
+  for _ in $(seq 50); do
+    code=$(curl -sS -o "$work/answer" -w '%{http_code}' --max-time 5 -X POST \
+      -H 'Content-Type: application/json' --data-binary "$body" "$url" 2>"$work/curl.err") || code=000
+    [[ $code == 200 ]] && return
+    sleep 0.1
+  done
+  cat "$work/curl.err" "$work/answer" >&2 2>/dev/null || true
+  echo >&2
+  fail "path $name ($url) answers $code, not 200"
+}
+
+declare -A url body
+paths=()
+notes=()
+add_path() {
+  url[$1]=$2
+  body[$1]=$3
+  paths+=("$1")
+}
+
+commit=unknown
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  commit=$(git rev-parse --short HEAD)
+  [[ -z $(git status --porcelain) ]] || commit+="+dirty"
+fi
 
 go build -o "$work/loadtest" ./_examples/loadtest
-"$work/loadtest" -serve > "$work/urls" &
-pids+=($!)
-for _ in $(seq 100); do [[ $(wc -l < "$work/urls") -ge 3 ]] && break; sleep 0.1; done
-url() { awk -v p="$1" '$1 == p {print $2}' "$work/urls"; }
-body() { awk -v p="$1" '$1 == p {print $3}' "$work/urls"; }
-paths=(direct server act)
+: >"$work/loadtest.out" # before the background job opens it, for the loop below
+"$work/loadtest" -serve >"$work/loadtest.out" 2>"$work/loadtest.err" &
+loadtest=$!
+pids+=("$loadtest")
+for _ in $(seq 200); do
+  [[ $(wc -l <"$work/loadtest.out") -ge 4 ]] && break
+  kill -0 "$loadtest" 2>/dev/null || { cat "$work/loadtest.err" >&2; fail "the loadtest stopped early (log above)"; }
+  sleep 0.1
+done
+[[ $(wc -l <"$work/loadtest.out") -ge 4 ]] || fail "the loadtest printed no URLs after 20 s"
+served() { awk -v p="$1" -v f="$2" '$1 == p { print $f }' "$work/loadtest.out"; }
+for p in direct revproxy server act; do
+  [[ -n $(served "$p" 2) ]] || fail "the loadtest printed no URL for $p"
+done
+sum_port=$(served direct 2 | sed -E 's|^http://127\.0\.0\.1:([0-9]+)/$|\1|')
+[[ $sum_port =~ ^[0-9]+$ ]] || fail "cannot read the sum service's port from $(served direct 2)"
+sum_msg=$(served direct 3)
+
+add_path direct "$(served direct 2)" "$sum_msg"
 
 if command -v nginx >/dev/null; then
-  upstream=$(url direct | sed -E 's|http://127.0.0.1:([0-9]+)/|\1|')
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
-  mkdir -p "$work/nginx"
-  cat > "$work/nginx/nginx.conf" <<CONF
+  port=$(free_port)
+  ngx=$work/nginx
+  mkdir -p "$ngx"
+  cat >"$ngx/nginx.conf" <<CONF
 worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
+pid $ngx/nginx.pid;
+error_log $ngx/error.log warn;
 daemon off;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $work/nginx/body;
-  proxy_temp_path $work/nginx/proxy;
-  fastcgi_temp_path $work/nginx/fcgi;
-  uwsgi_temp_path $work/nginx/uwsgi;
-  scgi_temp_path $work/nginx/scgi;
+  client_body_temp_path $ngx/body;
+  proxy_temp_path $ngx/proxy;
+  fastcgi_temp_path $ngx/fastcgi;
+  uwsgi_temp_path $ngx/uwsgi;
+  scgi_temp_path $ngx/scgi;
   keepalive_requests 1000000;
-  upstream service { server 127.0.0.1:$upstream; keepalive 64; keepalive_requests 1000000; }
+  upstream sum { server 127.0.0.1:$sum_port; keepalive 64; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$port;
-    location / { proxy_pass http://service; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass http://sum; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CONF
-  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" &
-  pids+=($!)
-  sleep 0.5
-  echo "nginx $(url direct | sed "s|:$upstream/|:$port/|") $(body direct)" >> "$work/urls"
-  paths+=(nginx)
+  nginx -e "$ngx/error.log" -p "$ngx" -c "$ngx/nginx.conf" 2>"$ngx/stderr" &
+  pids+=("$!")
+  wait_port "$port" "$!" "$ngx/stderr" "$ngx/error.log"
+  add_path nginx "http://127.0.0.1:$port/" "$sum_msg"
+else
+  notes+=("nginx: skipped, nginx is not installed (apt-get install nginx)")
 fi
 
-echo "wrk -t1 -c$C -d$D, $ROUNDS round(s); $(nproc) cores"
+add_path revproxy "$(served revproxy 2)" "$(served revproxy 3)"
+add_path server "$(served server 2)" "$(served server 3)"
+add_path act "$(served act 2)" "$(served act 3)"
+
+# The original library's server: its compatibility program built against
+# the checkout in ORIGINAL, outside this tree, with its own redis-server.
+# It listens on every interface (its Listen takes only a port); all traffic
+# here stays on loopback.
+if [[ -n $ORIGINAL ]]; then
+  command -v redis-server >/dev/null || fail "ORIGINAL is set but redis-server is not installed"
+  ORIGINAL=$(cd "$ORIGINAL" && pwd) || fail "ORIGINAL: no such directory"
+  grep -q '^module github.com/domWinter/go-nano$' "$ORIGINAL/go.mod" 2>/dev/null ||
+    fail "ORIGINAL ($ORIGINAL) is not a checkout of github.com/domWinter/go-nano"
+
+  redis_port=$(free_port)
+  mkdir -p "$work/redis"
+  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" --save '' \
+    --appendonly no --daemonize no --logfile "$work/redis/log" &
+  pids+=("$!")
+  wait_port "$redis_port" "$!" "$work/redis/log"
+
+  orig_port=$(free_port)
+  build=$work/original
+  mkdir -p "$build"
+  sed -e "s/\"127\.0\.0\.1:6379\"/\"127.0.0.1:$redis_port\"/" -e "s/, 9999)/, $orig_port)/" \
+    testdata/compat/server/main.go >"$build/main.go"
+  if ! grep -q "\"127.0.0.1:$redis_port\"" "$build/main.go" || ! grep -q ", $orig_port)" "$build/main.go"; then
+    fail "testdata/compat/server/main.go changed: cannot point it at the script's Redis and port"
+  fi
+  cat >"$build/go.mod" <<MOD
+module original-server
+
+go 1.21
+
+require github.com/domWinter/go-nano v0.0.0
+
+replace github.com/domWinter/go-nano => $ORIGINAL
+MOD
+  (cd "$build" && GOWORK=off go mod tidy 2>"$build/tidy.log" && GOWORK=off go build -o server .) ||
+    { cat "$build/tidy.log" >&2; fail "cannot build the original's server"; }
+  "$build/server" >"$build/log" 2>&1 &
+  pids+=("$!")
+  wait_port "$orig_port" "$!" "$build/log"
+  registration="{\"Pattern\":\"role:math,cmd:sum\",\"ServiceAddress\":\"127.0.0.1:$sum_port\",\"ServicePort\":$sum_port,\"ServerAddress\":\"127.0.0.1\",\"ServerPort\":$orig_port}"
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
+    -H 'Content-Type: application/json' --data-binary "$registration" \
+    "http://127.0.0.1:$orig_port/register") || code=000
+  [[ $code == 200 ]] || { cat "$build/log" >&2; fail "registering the sum service at the original's server answers $code"; }
+  add_path original "http://127.0.0.1:$orig_port/" "$sum_msg"
+else
+  notes+=("original: skipped, set ORIGINAL to a checkout of the original go-nano library to measure it")
+fi
+
+for p in "${paths[@]}"; do check "$p" "${url[$p]}" "${body[$p]}"; done
+
+# accepted asks the loadtest for the connections its listeners accepted so
+# far and prints them as "server sum act revproxy".
+accepted() {
+  local n line
+  n=$(grep -c '^accepted ' "$work/loadtest.out" || true)
+  kill -USR1 "$loadtest" 2>/dev/null || fail "the loadtest has stopped"
+  for _ in $(seq 500); do
+    line=$(grep '^accepted ' "$work/loadtest.out" | sed -n "$((n + 1))p")
+    if [[ -n $line ]]; then
+      awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); c[kv[1]] = kv[2] }
+             print c["server"] + 0, c["sum"] + 0, c["act"] + 0, c["revproxy"] + 0 }' <<<"$line"
+      return
+    fi
+    sleep 0.01
+  done
+  fail "the loadtest did not report its connection counts"
+}
+
+# measure runs wrk once on a path and prints its RESULT figures followed by
+# the new connections of the server, sum, act and revproxy listeners.
+measure() {
+  local p=$1 d=$2 counts before after out result front
+  counts=$(accepted)
+  read -ra before <<<"$counts"
+  out=$(BODY=${body[$p]} wrk -t1 -c"$C" -d"$d" -s "$lua" "${url[$p]}" 2>&1) ||
+    { echo "$out" >&2; fail "wrk failed on $p"; }
+  counts=$(accepted)
+  read -ra after <<<"$counts"
+  result=$(grep '^RESULT ' <<<"$out") || { echo "$out" >&2; fail "wrk printed no RESULT line for $p"; }
+  case $p in
+    server) front=0 ;;
+    direct) front=1 ;;
+    act) front=2 ;;
+    revproxy) front=3 ;;
+    *) front=-1 ;;
+  esac
+  local new=() i names=(server sum act revproxy)
+  for i in 0 1 2 3; do
+    new[i]=$((after[i] - before[i]))
+    ((i == front)) && new[i]=$((new[i] - C - 1))
+    new[i]="new_${names[i]}=${new[i]}"
+  done
+  echo "${result#RESULT } ${new[*]}"
+}
+
+header=(
+  "date     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  "commit   $commit"
+  "go       $(go version)"
+  "nproc    $(nproc)"
+  "wrk      BODY=<message> wrk -t1 -c$C -d$D -s $lua <url>; $ROUNDS round(s), interleaved, after a $WARMUP warm-up per path"
+)
+printf '%s\n' "${header[@]}"
+[[ ${#notes[@]} -eq 0 ]] || printf 'note     %s\n' "${notes[@]}"
+if [[ -n $OUT ]]; then
+  : >"$OUT"
+  printf '# %s\n' "${header[@]}" >>"$OUT"
+fi
+
+if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
+  for p in "${paths[@]}"; do measure "$p" "$WARMUP" >/dev/null; done
+fi
 for r in $(seq "$ROUNDS"); do
   for p in "${paths[@]}"; do
-    BODY=$(body "$p") wrk -t1 -c"$C" -d"$D" -s bench/post.lua "$(url "$p")" | awk -v p="$p" -v r="$r" '/^RESULT/ {print p, r, $2, $3, $4, $5}' >> "$work/results"
+    # measure runs in this shell, not in $(...), so that Ctrl-C during wrk
+    # reaches the INT trap as soon as wrk has stopped.
+    measure "$p" "$D" >"$work/line"
+    line="round=$r path=$p $(<"$work/line")"
+    echo "$line" >>"$work/results"
+    [[ -z $OUT ]] || echo "$line" >>"$OUT"
   done
 done
+echo
 
-awk '
-  { rps[$1] = rps[$1] " " $3; p50[$1] = p50[$1] " " $4; p99[$1] = p99[$1] " " $5; err[$1] += $6
-    if ($2 == 1) order[++n] = $1 }
+awk -v rounds="$ROUNDS" '
+  {
+    split("", f)
+    for (i = 1; i <= NF; i++) { eq = index($i, "="); f[substr($i, 1, eq - 1)] = substr($i, eq + 1) }
+    p = f["path"]; r = f["round"]
+    if (!(p in seen)) { seen[p] = 1; order[++n] = p }
+    rps[p, r] = f["rps"]
+    p50[p] = p50[p] " " f["p50_us"]; p99[p] = p99[p] " " f["p99_us"]; all[p] = all[p] " " f["rps"]
+    errors[p] += f["err_connect"] + f["err_read"] + f["err_write"] + f["err_timeout"] + f["non2xx"]
+    requests[p] += f["requests"]
+    split("server sum act revproxy", names, " ")
+    for (i = 1; i <= 4; i++) conns[p, i] += f["new_" names[i]]
+  }
   function median(list,   a, k, i, j, t) {
     k = split(list, a, " ")
+    if (k == 0) return ""
     for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return a[int((k + 1) / 2)]
+    return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+  }
+  function ratio(p, base,   r, list) {
+    if (!(base in seen)) return "-"
+    list = ""
+    for (r = 1; r <= rounds; r++) if (((p, r) in rps) && ((base, r) in rps) && rps[base, r] > 0) list = list " " rps[p, r] / rps[base, r]
+    return list == "" ? "-" : sprintf("%.2fx", median(list))
   }
   END {
-    printf "%-7s %10s %9s %9s %10s %7s\n", "path", "req/s", "p50 ms", "p99 ms", "vs direct", "errors"
-    d = median(rps["direct"])
+    printf "%-9s %9s %8s %8s %10s %9s %7s  %s\n", "path", "req/s", "p50 ms", "p99 ms", "vs direct", "vs nginx", "errors", "new conns/1k req (server/sum/act/revproxy)"
     for (i = 1; i <= n; i++) {
       p = order[i]
-      printf "%-7s %10.0f %9.2f %9.2f %9.2fx %7d\n", p, median(rps[p]), median(p50[p]) / 1000, median(p99[p]) / 1000, median(rps[p]) / d, err[p]
+      c = ""
+      for (j = 1; j <= 4; j++) c = c (j > 1 ? "/" : "") sprintf("%.1f", requests[p] ? conns[p, j] * 1000 / requests[p] : 0)
+      printf "%-9s %9.0f %8.2f %8.2f %10s %9s %7d  %s\n", p, median(all[p]), median(p50[p]) / 1000, median(p99[p]) / 1000, ratio(p, "direct"), ratio(p, "nginx"), errors[p], c
     }
+    for (i = 1; i <= n; i++) if (errors[order[i]] > 0) printf "warning: %s had %d error(s); see the raw lines (OUT) for their kinds\n", order[i], errors[order[i]]
   }' "$work/results"

@@ -1,11 +1,13 @@
 // Command loadtest measures go-nano on loopback: it starts a nano server
-// (embedded registry), a sum service and a service whose handler calls the
-// sum service with Act, then drives three paths in turn with a fixed number
-// of keep-alive connections for a fixed time:
+// (embedded registry), a sum service, a service whose handler calls the sum
+// service with Act, and Go's standard reverse proxy in front of the sum
+// service, then drives four paths in turn with a fixed number of keep-alive
+// connections for a fixed time:
 //
-//	direct  POST to the sum service itself
-//	server  POST to the nano server, which proxies to the sum service
-//	act     POST to the Act-calling service, whose handler calls sum with Act
+//	direct    POST to the sum service itself
+//	revproxy  POST to net/http's httputil.ReverseProxy, which proxies to the sum service
+//	server    POST to the nano server, which proxies to the sum service
+//	act       POST to the Act-calling service, whose handler calls sum with Act
 //
 // For each path it prints requests per second, the 50th and 99th
 // percentile latency, the ratio of its throughput to the direct path's in
@@ -14,6 +16,12 @@
 // median of each figure too. It stops by itself and leaves nothing running.
 //
 //	go run ./_examples/loadtest -d 10s -c 32 -rounds 3
+//
+// With -serve it starts the same system, prints one line per path
+// ("name URL BODY") and serves until SIGINT or SIGTERM, for an outside load
+// generator such as wrk (bench/wrk.sh drives it). On SIGUSR1, and once more
+// when it stops, it prints how many connections each listener has accepted
+// so far, as one line: "accepted act=N revproxy=N server=N sum=N".
 package main
 
 import (
@@ -23,8 +31,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
@@ -43,9 +54,9 @@ func main() {
 	d := flag.Duration("d", 10*time.Second, "measured time per path and round")
 	warmup := flag.Duration("warmup", time.Second, "unmeasured time before each measurement")
 	conns := flag.Int("c", 32, "concurrent connections")
-	rounds := flag.Int("rounds", 1, "rounds over the three paths")
+	rounds := flag.Int("rounds", 1, "rounds over the paths")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
-	serve := flag.Bool("serve", false, "start the system, print the three URLs and serve until interrupted, for an outside load generator such as wrk")
+	serve := flag.Bool("serve", false, "start the system, print one line per path (name, URL, body) and serve until interrupted, for an outside load generator such as wrk")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -118,9 +129,14 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 	if err != nil {
 		return err
 	}
+	revproxy, revproxyAddr, err := startRevproxy(listen, sumAddr)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		revproxy.Shutdown(ctx)
 		actor.Shutdown(ctx)
 		sum.Shutdown(ctx)
 		server.Shutdown(ctx)
@@ -128,6 +144,7 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 
 	paths := []path{
 		{"direct", "http://" + sumAddr + "/", string(sumMsg)},
+		{"revproxy", "http://" + revproxyAddr + "/", string(sumMsg)},
 		{"server", "http://" + serverAddr + "/", string(sumMsg)},
 		{"act", "http://" + actAddr + "/", `{"Pattern":"role:bench,cmd:act"}`},
 	}
@@ -139,11 +156,9 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 
 	if serve {
 		for _, p := range paths {
-			fmt.Printf("%-7s %s  %s\n", p.name, p.url, p.body)
+			fmt.Printf("%-8s %s  %s\n", p.name, p.url, p.body)
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		<-ctx.Done()
+		serveUntilStopped(listeners)
 		return nil
 	}
 	fmt.Printf("loadtest: %d connections, %v per path (after %v warm-up), %d round(s); %s, %d CPUs\n",
@@ -190,6 +205,52 @@ func startService(serverAddr string, log *slog.Logger, listen func(string) (*cou
 	}
 	go svc.Serve(l)
 	return svc, l.Addr().String(), nil
+}
+
+// startRevproxy serves Go's standard reverse proxy in front of the sum
+// service, with a Transport that keeps up to 256 idle connections to it:
+// what one proxy hop costs when written with the standard library alone.
+func startRevproxy(listen func(string) (*countingListener, error), upstream string) (*http.Server, string, error) {
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
+	proxy.Transport = &http.Transport{
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 5 * time.Second}
+	l, err := listen("revproxy")
+	if err != nil {
+		return nil, "", err
+	}
+	go srv.Serve(l)
+	return srv, l.Addr().String(), nil
+}
+
+// serveUntilStopped blocks until SIGINT or SIGTERM. It prints the accepted
+// connection counts on each report signal (SIGUSR1 where there is one) and
+// once more before it returns.
+func serveUntilStopped(listeners map[string]*countingListener) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, append([]os.Signal{os.Interrupt, syscall.SIGTERM}, reportSignals...)...)
+	defer signal.Stop(sig)
+	for s := range sig {
+		printAccepted(listeners)
+		if !slices.Contains(reportSignals, s) {
+			return
+		}
+	}
+}
+
+// printAccepted prints one line with the connections each listener has
+// accepted so far, listeners sorted by name.
+func printAccepted(listeners map[string]*countingListener) {
+	counts := acceptedBy(listeners)
+	var b strings.Builder
+	b.WriteString("accepted")
+	for _, name := range slices.Sorted(maps.Keys(counts)) {
+		fmt.Fprintf(&b, " %s=%d", name, counts[name])
+	}
+	fmt.Println(b.String())
 }
 
 // waitOK waits until a path answers 200: services register in the
@@ -270,14 +331,21 @@ func measure(p path, d, warmup time.Duration, conns int, listeners map[string]*c
 	return res
 }
 
+// counted names the listeners whose new connections the tables show.
+var counted = []string{"server", "sum", "act", "revproxy"}
+
 func printHeader() {
-	fmt.Printf("%-7s %10s %10s %10s %9s %7s  %s\n", "path", "req/s", "p50", "p99", "vs direct", "errors", "new connections per 1000 requests (server/sum/act)")
+	fmt.Printf("%-8s %10s %10s %10s %9s %7s  %s\n", "path", "req/s", "p50", "p99", "vs direct", "errors", "new connections per 1000 requests ("+strings.Join(counted, "/")+")")
 }
 
 func printRow(name string, r result, ratio float64) {
-	fmt.Printf("%-7s %10.0f %10v %10v %8.2fx %7d  %.1f/%.1f/%.1f\n", name, r.rps,
+	per1k := make([]string, len(counted))
+	for i, l := range counted {
+		per1k[i] = fmt.Sprintf("%.1f", r.newConnsPer1k[l])
+	}
+	fmt.Printf("%-8s %10.0f %10v %10v %8.2fx %7d  %s\n", name, r.rps,
 		r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), ratio, r.errors,
-		r.newConnsPer1k["server"], r.newConnsPer1k["sum"], r.newConnsPer1k["act"])
+		strings.Join(per1k, "/"))
 }
 
 // medianResult takes the median of each figure over the rounds.
@@ -296,7 +364,7 @@ func medianResult(rs []result) result {
 		errors:        int(pick(func(r result) float64 { return float64(r.errors) })),
 		newConnsPer1k: map[string]float64{},
 	}
-	for _, name := range []string{"server", "sum", "act"} {
+	for _, name := range counted {
 		m.newConnsPer1k[name] = pick(func(r result) float64 { return r.newConnsPer1k[name] })
 	}
 	return m
