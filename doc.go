@@ -20,6 +20,24 @@
 // and many servers may share one Redis: instances share the traffic, and a
 // dead one is skipped, then forgotten when its registration expires.
 //
+// Servers and services serve HTTP/1.1 through net/http's http.Server,
+// configured from their options, with every read and write bounded in size
+// and time and the number of open connections capped. The calls they make
+// (proxied messages, Act, registrations, /resolve) go through an
+// http.RoundTripper: by default a pool of kept-alive connections of the
+// package's own that runs each exchange on the caller's goroutine. It keeps
+// the guarantees of http.Transport that matter here: the request's context
+// bounds and cancels the call, a message is never sent again once any byte
+// of it was written, and an answer with invalid or oversized headers is
+// refused. It speaks plain HTTP/1.1 only; set the Transport option to an
+// http.Transport for anything else.
+//
+// Delivery is at most once: a server, or a client, sends a message to
+// another instance of its pattern only when the first one cannot have
+// received it (it could not be reached, or answered that none of its
+// handlers matches). A message that may have reached a handler and failed
+// is answered with an error, never repeated.
+//
 // NewServer, Server.Listen, NewService, Service.Add and Service.Act keep the
 // signatures and the HTTP wire format of the original go-nano, so programs
 // written for it build against this package unchanged and processes of
