@@ -199,6 +199,9 @@ func (c *Client) post(ctx context.Context, addr string, header http.Header, body
 		return env, callError(ctx, err)
 	}
 	defer resp.Body.Close()
+	if err := checkAnswer(resp); err != nil {
+		return env, err
+	}
 	data, err := readAnswer(resp.Body, c.opts.MaxResponseBytes)
 	if errors.Is(err, ErrServiceUnavailable) { // over the limit
 		return env, err

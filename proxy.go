@@ -133,14 +133,13 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 }
 
 // relay copies a service's answer to the client: its status, its
-// end-to-end header fields, its body and trailers. An answer that no
-// request of the proxy asks for (a 1xx, or a status below 100) is refused
-// with 502.
+// end-to-end header fields, its body and trailers. An answer that
+// checkAnswer refuses is answered with 502.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, resp *http.Response) {
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 {
-		s.log.Debug("nano: service answered with an unexpected status", "pattern", pattern, "status", resp.StatusCode)
-		s.fail(w, r, pattern, fmt.Errorf("%w: %q: invalid answer status %d", ErrServiceUnavailable, pattern, resp.StatusCode))
+	if err := checkAnswer(resp); err != nil {
+		s.log.Debug("nano: service answered badly", "pattern", pattern, "error", err)
+		s.fail(w, r, pattern, fmt.Errorf("%w (pattern %q)", err, pattern))
 		return
 	}
 	h := w.Header()

@@ -135,6 +135,68 @@ var legacyHeader = http.Header{"Content-Type": jsonContentType}
 // something else listens at the address.
 var errNotService = fmt.Errorf("%w: the answer is not a service envelope", ErrServiceUnavailable)
 
+// checkAnswer refuses an answer that a proxy must not pass on and a
+// client must not read, whatever transport carried it: a status below 200
+// (the transport consumes the informational ones; a 101 is never asked
+// for; below 100 is no status), or a header field whose name or value
+// net/http would not accept from a client. (http.Transport lets a name
+// with a space through, and net/http's server would drop the field when
+// writing it: a proxy must refuse the answer instead.)
+func checkAnswer(resp *http.Response) error {
+	if resp.StatusCode < 200 {
+		return fmt.Errorf("%w: invalid answer status %d", ErrServiceUnavailable, resp.StatusCode)
+	}
+	for k, vv := range resp.Header {
+		if !validFieldName(k) {
+			return fmt.Errorf("%w: invalid answer header field name", ErrServiceUnavailable)
+		}
+		for _, v := range vv {
+			if !validFieldValue(v) {
+				return fmt.Errorf("%w: invalid answer header field value", ErrServiceUnavailable)
+			}
+		}
+	}
+	return nil
+}
+
+// validFieldName reports whether s is a token (RFC 9110, section 5.1).
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tokenByte[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// validFieldValue reports whether s holds no control character but tab
+// (RFC 9110, section 5.5).
+func validFieldValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenByte marks the bytes a token may hold.
+var tokenByte = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
 // decodeAnswer reads a service's answer to a call: the handler's bytes,
 // from the JSON envelope or as the body when the header says the envelope
 // is there; an error answer becomes an *Error.
