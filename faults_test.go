@@ -144,7 +144,7 @@ func TestReplicasShareTheLoad(t *testing.T) {
 // kept connections to the dead instance are found closed before a message
 // is written on them), and the dead instance leaves the registry once its
 // registration expires. A message in flight when an instance dies may
-// fail: see TestProxyAtMostOnce.
+// fail: see TestProxyDeliversAtMostOnce.
 func TestInstanceKilled(t *testing.T) {
 	bin := buildProgram(t, ".", "./testdata/instance")
 	r := newRedis(t)
