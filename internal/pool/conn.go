@@ -22,6 +22,7 @@ type conn struct {
 	headLeft  int64         // bytes the answer head being read may still take
 	idleSince time.Time     // when the connection last went back to the pool
 	stop      func() bool   // ends the watch of the exchange's context; nil if none
+	sock      socket        // tells whether the connection is fit after being idle
 
 	mu    sync.Mutex // guards cause
 	cause error      // the error of the context that ended the exchange
@@ -43,6 +44,7 @@ func newConn(addr string, nc net.Conn) *conn {
 	c := &conn{nc: nc, addr: addr, headLeft: math.MaxInt64}
 	c.br = bufio.NewReaderSize(c, bufferSize)
 	c.bw = bufio.NewWriterSize(nc, bufferSize)
+	c.sock.init(nc)
 	return c
 }
 

@@ -19,7 +19,7 @@ func (t *Transport) getIdle(addr string) *conn {
 		conns[len(conns)-1] = nil
 		t.idle[addr] = conns[:len(conns)-1]
 		t.mu.Unlock()
-		if !t.expired(c, time.Now()) && alive(c.nc) {
+		if !t.expired(c, time.Now()) && c.sock.alive() {
 			return c
 		}
 		c.close()
