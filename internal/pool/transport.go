@@ -118,9 +118,8 @@ func (t *Transport) CloseIdleConnections() {
 }
 
 // exchange writes req on c, with target as the request target, and reads
-// the head of the answer. The
-// connection goes back to the pool when the answer's body is read to its
-// end, at once when it has none.
+// the head of the answer. The connection goes back to the pool when the
+// answer's body is read to its end, at once when it has none.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, target string) (*http.Response, error) {
 	c.watch(ctx)
 	err := writeRequest(c.bw, req, target)

@@ -133,10 +133,11 @@ func writeLength(w *bufio.Writer, body io.Reader, n int64) error {
 }
 
 // Layout of a chunk: four hexadecimal digits of size and a line end, the
-// data, a line end.
+// data (maxChunk bytes at most), a line end.
 const (
 	chunkHead = len("0000\r\n")
 	chunkTail = len("\r\n")
+	maxChunk  = 0xffff
 )
 
 // writeChunked copies body to w in chunks, each built in place in w's
@@ -154,7 +155,7 @@ func writeChunked(w *bufio.Writer, body io.Reader) error {
 			}
 			continue
 		}
-		m, err := body.Read(buf[chunkHead : len(buf)-chunkTail])
+		m, err := body.Read(buf[chunkHead:min(len(buf)-chunkTail, chunkHead+maxChunk)])
 		if m > 0 {
 			buf[0], buf[1], buf[2], buf[3] = hex[m>>12&0xf], hex[m>>8&0xf], hex[m>>4&0xf], hex[m&0xf]
 			copy(buf[4:], "\r\n")
