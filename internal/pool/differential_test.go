@@ -293,6 +293,19 @@ func diffCases() []diffCase {
 			check: want(func(o outcome) bool { return o.Body == "fresh" && o.Dials == 2 }),
 		},
 		{
+			name: "bytes sent on the idle connection",
+			server: rawServer(func(c net.Conn, _ *bufio.Reader, _ *http.Request, n int64) bool {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if n == 1 {
+					time.Sleep(20 * time.Millisecond)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nbogus")
+				}
+				return true
+			}),
+			run:   repeat(2, pause(100*time.Millisecond, get)),
+			check: want(func(o outcome) bool { return o.Body == "ok" && o.Dials == 2 }),
+		},
+		{
 			name: "reset after reading the request",
 			server: rawServer(func(c net.Conn, _ *bufio.Reader, _ *http.Request, _ int64) bool {
 				reset(c)

@@ -9,13 +9,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // server is a test server on 127.0.0.1 that counts what it sees.
 type server struct {
-	URL   string       // "http://127.0.0.1:port"
-	seen  atomic.Int64 // requests read
-	conns atomic.Int64 // connections accepted
+	URL    string       // "http://127.0.0.1:port"
+	seen   atomic.Int64 // requests read
+	conns  atomic.Int64 // connections accepted
+	closed atomic.Int64 // connections closed
 }
 
 // newHTTPServer starts an http.Server that serves with h and counts its
@@ -28,8 +30,11 @@ func newHTTPServer(t *testing.T, h http.HandlerFunc) *server {
 		h(w, r)
 	}))
 	ts.Config.ConnState = func(_ net.Conn, state http.ConnState) {
-		if state == http.StateNew {
+		switch state {
+		case http.StateNew:
 			s.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			s.closed.Add(1)
 		}
 	}
 	ts.Start()
@@ -80,6 +85,7 @@ func newRawServer(t *testing.T, answer answerFunc) *server {
 			wg.Go(func() {
 				defer func() {
 					c.Close()
+					s.closed.Add(1)
 					mu.Lock()
 					delete(open, c)
 					mu.Unlock()
@@ -116,4 +122,15 @@ func reply(raw string) answerFunc {
 func reset(c net.Conn) {
 	c.(*net.TCPConn).SetLinger(0)
 	c.Close()
+}
+
+// waitFor waits until cond holds, for two seconds at most, and reports
+// whether it does.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(2 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
