@@ -44,6 +44,7 @@ type outcome struct {
 	Elapsed       time.Duration // from the cancellation to the error, in rows that cancel
 	Seen          int64         // requests the server read
 	Dials         int64         // connections the transport dialled
+	Conns         int64         // connections the server accepted
 }
 
 // view is the part of an outcome that the two transports must agree on.
@@ -53,10 +54,11 @@ type view struct {
 	ContentLength int64
 	Header, Body  string
 	Seen, Dials   int64
+	Conns         int64
 }
 
 func (o outcome) view() view {
-	return view{o.Err != nil, o.Status, o.ContentLength, o.Header, o.Body, o.Seen, o.Dials}
+	return view{o.Err != nil, o.Status, o.ContentLength, o.Header, o.Body, o.Seen, o.Dials, o.Conns}
 }
 
 func TestDifferential(t *testing.T) {
@@ -104,7 +106,7 @@ func runRow(t *testing.T, tc diffCase, newRT func(*dialer) http.RoundTripper) ou
 	t.Cleanup(rt.(interface{ CloseIdleConnections() }).CloseIdleConnections)
 	s := tc.server(t)
 	o := tc.run(t, rt, s)
-	o.Seen, o.Dials = s.seen.Load(), d.n.Load()
+	o.Seen, o.Dials, o.Conns = s.seen.Load(), d.n.Load(), s.conns.Load()
 	return o
 }
 
@@ -694,9 +696,12 @@ func want(ok func(outcome) bool) func(*testing.T, outcome) {
 }
 
 // wantCounts returns a check that the last request succeeded, the
-// server saw seen requests and the transport dialled dials connections.
+// server saw seen requests, and the transport dialled dials connections,
+// all of which the server accepted.
 func wantCounts(seen, dials int64) func(*testing.T, outcome) {
-	return want(func(o outcome) bool { return o.Err == nil && o.Seen == seen && o.Dials == dials })
+	return want(func(o outcome) bool {
+		return o.Err == nil && o.Seen == seen && o.Dials == dials && o.Conns == dials
+	})
 }
 
 // wantError returns a check that the outcome is an error that

@@ -48,6 +48,33 @@ func idleCount(tr *Transport) int {
 	return n
 }
 
+func TestMostRecentlyUsedFirst(t *testing.T) {
+	t.Parallel()
+	s := newHTTPServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
+	tr := &Transport{}
+	resps := openAtOnce(t, tr, s, 3)
+	var last string
+	for _, resp := range resps {
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		last = string(b)
+	}
+	for range 2 {
+		resp := openAtOnce(t, tr, s, 1)[0]
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if string(b) != last {
+			t.Fatalf("request went out from %s, want %s, the last connection back", b, last)
+		}
+	}
+}
+
 func TestIdleConnectionsClosedAfterTimeout(t *testing.T) {
 	t.Parallel()
 	s := newHTTPServer(t, hello)
