@@ -37,6 +37,8 @@ type roundTripper interface {
 	CloseIdleConnections()
 }
 
+// benchmarkRoundTrip runs the benchmarks through transports from newRT,
+// a new one for each.
 func benchmarkRoundTrip(b *testing.B, newRT func() roundTripper) {
 	message := []byte(`{"Pattern":"role:math,cmd:sum","left":1,"right":2}`)
 	answer := []byte(`{"answer":3}`)

@@ -21,7 +21,7 @@ import (
 type diffCase struct {
 	name   string
 	server func(t *testing.T) *server
-	run    func(t *testing.T, rt http.RoundTripper, s *server) outcome
+	run    runner
 
 	// stricter says the pool refuses what http.Transport accepts: the
 	// pool's outcome is an error, Transport's an answer.
@@ -31,6 +31,9 @@ type diffCase struct {
 	// only the pool's.
 	check func(t *testing.T, o outcome)
 }
+
+// runner sends a row's requests through rt to s and reports the outcome.
+type runner func(t *testing.T, rt http.RoundTripper, s *server) outcome
 
 // outcome is what a row saw through one transport: the answer to its
 // last request, or the error that request ended with, and what the
@@ -57,6 +60,7 @@ type view struct {
 	Conns         int64
 }
 
+// view returns the part of o that the two transports must agree on.
 func (o outcome) view() view {
 	return view{o.Err != nil, o.Status, o.ContentLength, o.Header, o.Body, o.Seen, o.Dials, o.Conns}
 }
@@ -113,12 +117,14 @@ func runRow(t *testing.T, tc diffCase, newRT func(*dialer) http.RoundTripper) ou
 // dialer dials TCP connections and counts them.
 type dialer struct{ n atomic.Int64 }
 
+// dial dials addr on network and counts the dial.
 func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d.n.Add(1)
 	var nd net.Dialer
 	return nd.DialContext(ctx, network, addr)
 }
 
+// diffCases returns the rows of the differential test.
 func diffCases() []diffCase {
 	return []diffCase{
 		{
@@ -455,17 +461,21 @@ func send(ctx context.Context, rt http.RoundTripper, method, url string, body io
 	}
 }
 
+// get sends a GET.
 func get(t *testing.T, rt http.RoundTripper, s *server) outcome {
 	return send(t.Context(), rt, http.MethodGet, s.URL, nil, nil)
 }
 
-func method(m string) func(*testing.T, http.RoundTripper, *server) outcome {
+// method returns a runner that sends a request of method m, without a
+// body.
+func method(m string) runner {
 	return func(t *testing.T, rt http.RoundTripper, s *server) outcome {
 		return send(t.Context(), rt, m, s.URL, nil, nil)
 	}
 }
 
-func post(body string) func(*testing.T, http.RoundTripper, *server) outcome {
+// post returns a runner that posts body, of known length.
+func post(body string) runner {
 	return func(t *testing.T, rt http.RoundTripper, s *server) outcome {
 		return send(t.Context(), rt, http.MethodPost, s.URL, strings.NewReader(body), nil)
 	}
@@ -473,7 +483,7 @@ func post(body string) func(*testing.T, http.RoundTripper, *server) outcome {
 
 // postReader posts n bytes from a reader whose length the request gives
 // as contentLength.
-func postReader(contentLength int64, n int) func(*testing.T, http.RoundTripper, *server) outcome {
+func postReader(contentLength int64, n int) runner {
 	return func(t *testing.T, rt http.RoundTripper, s *server) outcome {
 		body := io.LimitReader(repeatReader('x'), int64(n))
 		return send(t.Context(), rt, http.MethodPost, s.URL, body, func(r *http.Request) {
@@ -485,6 +495,7 @@ func postReader(contentLength int64, n int) func(*testing.T, http.RoundTripper, 
 // repeatReader reads b forever.
 type repeatReader byte
 
+// Read fills p with r.
 func (r repeatReader) Read(p []byte) (int, error) {
 	for i := range p {
 		p[i] = byte(r)
@@ -492,7 +503,9 @@ func (r repeatReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func withHeader(name, value string) func(*testing.T, http.RoundTripper, *server) outcome {
+// withHeader returns a runner that sends a GET with the header field
+// name: value, as given.
+func withHeader(name, value string) runner {
 	return func(t *testing.T, rt http.RoundTripper, s *server) outcome {
 		return send(t.Context(), rt, http.MethodGet, s.URL, nil, func(r *http.Request) {
 			r.Header[name] = []string{value}
@@ -500,13 +513,14 @@ func withHeader(name, value string) func(*testing.T, http.RoundTripper, *server)
 	}
 }
 
+// closing sends a GET that asks to close the connection.
 func closing(t *testing.T, rt http.RoundTripper, s *server) outcome {
 	return send(t.Context(), rt, http.MethodGet, s.URL, nil, func(r *http.Request) { r.Close = true })
 }
 
 // repeat runs run n times and reports the last outcome, failing the test
 // if an earlier one failed.
-func repeat(n int, run func(*testing.T, http.RoundTripper, *server) outcome) func(*testing.T, http.RoundTripper, *server) outcome {
+func repeat(n int, run runner) runner {
 	return func(t *testing.T, rt http.RoundTripper, s *server) outcome {
 		for range n - 1 {
 			if o := run(t, rt, s); o.Err != nil {
@@ -518,7 +532,7 @@ func repeat(n int, run func(*testing.T, http.RoundTripper, *server) outcome) fun
 }
 
 // pause runs run after d.
-func pause(d time.Duration, run func(*testing.T, http.RoundTripper, *server) outcome) func(*testing.T, http.RoundTripper, *server) outcome {
+func pause(d time.Duration, run runner) runner {
 	return func(t *testing.T, rt http.RoundTripper, s *server) outcome {
 		time.Sleep(d)
 		return run(t, rt, s)

@@ -19,6 +19,7 @@ type closeCounter struct {
 	closes atomic.Int32
 }
 
+// Close counts the call.
 func (b *closeCounter) Close() error {
 	b.closes.Add(1)
 	return nil
