@@ -31,12 +31,6 @@ func BenchmarkRoundTripStdTransport(b *testing.B) {
 	})
 }
 
-// roundTripper is what the benchmarks need of a transport.
-type roundTripper interface {
-	http.RoundTripper
-	CloseIdleConnections()
-}
-
 // benchmarkRoundTrip runs the benchmarks through transports from newRT,
 // a new one for each.
 func benchmarkRoundTrip(b *testing.B, newRT func() roundTripper) {

@@ -69,7 +69,7 @@ func TestDifferential(t *testing.T) {
 	for _, tc := range diffCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			std := runRow(t, tc, func(d *dialer) http.RoundTripper {
+			std := runRow(t, tc, func(d *dialer) roundTripper {
 				return &http.Transport{
 					DialContext:            d.dial,
 					MaxIdleConnsPerHost:    defaultMaxIdleConnsPerHost,
@@ -78,7 +78,7 @@ func TestDifferential(t *testing.T) {
 					DisableCompression:     true,
 				}
 			})
-			pool := runRow(t, tc, func(d *dialer) http.RoundTripper {
+			pool := runRow(t, tc, func(d *dialer) roundTripper {
 				return &Transport{DialContext: d.dial}
 			})
 			t.Logf("Transport: %+v", std)
@@ -103,11 +103,18 @@ func TestDifferential(t *testing.T) {
 	}
 }
 
+// roundTripper is what the tests need of a transport, the pool's or
+// http.Transport.
+type roundTripper interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
 // runRow runs tc through a new transport from newRT, on a new server.
-func runRow(t *testing.T, tc diffCase, newRT func(*dialer) http.RoundTripper) outcome {
+func runRow(t *testing.T, tc diffCase, newRT func(*dialer) roundTripper) outcome {
 	d := &dialer{}
 	rt := newRT(d)
-	t.Cleanup(rt.(interface{ CloseIdleConnections() }).CloseIdleConnections)
+	t.Cleanup(rt.CloseIdleConnections)
 	s := tc.server(t)
 	o := tc.run(t, rt, s)
 	o.Seen, o.Dials, o.Conns = s.seen.Load(), d.n.Load(), s.conns.Load()
