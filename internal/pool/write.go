@@ -17,6 +17,7 @@ const (
 
 // writeRequest writes req on w, with target as the request target, and
 // flushes it. The header fields of req.Header are written as they are,
+// their values trimmed of blanks at either end as http.Transport does,
 // but for those that frame the message, which are the pool's to write:
 // Host, Content-Length, Transfer-Encoding and Trailer. No User-Agent is
 // added.
