@@ -397,6 +397,12 @@ func diffCases() []diffCase {
 			check:  wantCancelled(context.Canceled),
 		},
 		{
+			name:   "context cancelled while writing the body",
+			server: stalling,
+			run:    cancelWriting,
+			check:  wantCancelled(context.Canceled),
+		},
+		{
 			name:   "context deadline while waiting for the answer",
 			server: httpServer(hold),
 			run:    deadlineWaiting,
@@ -428,6 +434,15 @@ func httpServer(h http.HandlerFunc) func(*testing.T) *server {
 // rawServer returns a server func for newRawServer with answer.
 func rawServer(answer answerFunc) func(*testing.T) *server {
 	return func(t *testing.T) *server { return newRawServer(t, answer) }
+}
+
+// stalling returns a server that reads the heads of requests but not
+// their bodies, and answers nothing until the test ends.
+func stalling(t *testing.T) *server {
+	release := make(chan struct{})
+	s := newHTTPServer(t, func(http.ResponseWriter, *http.Request) { <-release })
+	t.Cleanup(func() { close(release) }) // before the server's own cleanup, which waits for handlers
+	return s
 }
 
 // refusing returns a server whose port refuses connections.
@@ -580,6 +595,19 @@ func cancelWaiting(t *testing.T, rt http.RoundTripper, s *server) outcome {
 	if next := send(t.Context(), rt, http.MethodGet, s.URL, nil, nil); next.Err != nil {
 		t.Fatalf("%T: request after the cancelled one: %v", rt, next.Err)
 	}
+	return o
+}
+
+// cancelWriting cancels a request while its body is written to a server
+// that does not read it, as it would be blocked once the socket buffers
+// are full.
+func cancelWriting(t *testing.T, rt http.RoundTripper, s *server) outcome {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancelled := cancelWhenSeen(s, 1, cancel)
+	const size = 1 << 30 // far more than the socket buffers take
+	body := io.LimitReader(repeatReader('x'), size)
+	o := send(ctx, rt, http.MethodPost, s.URL, body, func(r *http.Request) { r.ContentLength = size })
+	o.Elapsed = time.Since(<-cancelled)
 	return o
 }
 
