@@ -1,33 +1,21 @@
 package nano
 
 import (
-	"net"
 	"net/http"
-	"time"
+
+	"github.com/domWinter/go-nano/internal/pool"
 )
 
 // orDefault returns rt, or when rt is nil the transport servers, services
-// and clients use by default, whose answers' heads are bounded by
-// maxHeaderBytes (none if negative).
+// and clients use by default: the package's pool of kept-alive HTTP/1.1
+// connections (up to 256 idle per address, closed after 90 s unused, 5 s
+// to connect), whose answers' heads are bounded by maxHeaderBytes (none if
+// negative). Its scope and guarantees are in the package documentation.
 func orDefault(rt http.RoundTripper, maxHeaderBytes int) http.RoundTripper {
 	if rt != nil {
 		return rt
 	}
-	limit := int64(maxHeaderBytes)
-	if limit < 0 {
-		limit = 1 << 62
-	}
-	return &http.Transport{
-		DialContext: (&net.Dialer{
-			Timeout:   5 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    256,
-		IdleConnTimeout:        90 * time.Second,
-		MaxResponseHeaderBytes: limit,
-		DisableCompression:     true,
-	}
+	return &pool.Transport{MaxResponseHeaderBytes: int64(maxHeaderBytes)}
 }
 
 // closeIdle closes the idle connections of a transport that keeps them.
