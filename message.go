@@ -10,6 +10,13 @@ import (
 // messageFields are the fields of a message that nano reads itself; the
 // rest of the message is the handler's business.
 type messageFields struct {
+	Pattern        string // when HasPattern
+	HasPattern     bool   // the message has a Pattern that is not null
+	ServiceRequest bool
+}
+
+// jsonMessage is messageFields as encoding/json reads it.
+type jsonMessage struct {
 	Pattern        *string
 	ServiceRequest bool
 }
@@ -26,9 +33,13 @@ func readMessage(body []byte) (messageFields, error) {
 	if f, ok := scanMessage(body); ok {
 		return f, nil
 	}
-	var f messageFields
-	if err := json.Unmarshal(body, &f); err != nil {
+	var m jsonMessage
+	if err := json.Unmarshal(body, &m); err != nil {
 		return messageFields{}, fmt.Errorf("%w: %v", ErrInvalidMessage, err)
+	}
+	f := messageFields{HasPattern: m.Pattern != nil, ServiceRequest: m.ServiceRequest}
+	if f.HasPattern {
+		f.Pattern = *m.Pattern
 	}
 	return f, nil
 }
@@ -87,8 +98,7 @@ func scanMessage(b []byte) (messageFields, bool) {
 		}
 	}
 	if hasPattern {
-		p := string(pattern)
-		f.Pattern = &p
+		f.Pattern, f.HasPattern = string(pattern), true
 	}
 	return f, true
 }

@@ -43,7 +43,7 @@ var messageCases = []string{
 // does.
 func sameAsUnmarshal(t *testing.T, body []byte) {
 	t.Helper()
-	var want messageFields
+	var want jsonMessage
 	wantErr := json.Unmarshal(body, &want)
 	got, err := readMessage(body)
 	if (err != nil) != (wantErr != nil) {
@@ -55,14 +55,14 @@ func sameAsUnmarshal(t *testing.T, body []byte) {
 		}
 		return
 	}
-	if (got.Pattern == nil) != (want.Pattern == nil) || got.Pattern != nil && *got.Pattern != *want.Pattern ||
+	if got.HasPattern != (want.Pattern != nil) || got.HasPattern && got.Pattern != *want.Pattern ||
 		got.ServiceRequest != want.ServiceRequest {
 		t.Fatalf("%q: read %s, json.Unmarshal reads %s", body, show(got), show(want))
 	}
 }
 
-func show(f messageFields) string {
-	b, _ := json.Marshal(f)
+func show(v any) string {
+	b, _ := json.Marshal(v)
 	return string(b)
 }
 
@@ -82,7 +82,7 @@ func TestReadMessageTakesTheFastPath(t *testing.T) {
 		}
 	}
 	body := []byte(messageCases[0])
-	if n := testing.AllocsPerRun(100, func() { readMessage(body) }); n > 2 {
+	if n := testing.AllocsPerRun(100, func() { readMessage(body) }); n > 1 {
 		t.Errorf("readMessage allocates %v times per message", n)
 	}
 }

@@ -197,19 +197,29 @@ var errNoHandler = &notHandledError{fmt.Errorf("%w: no handler", ErrNoService)}
 // outbound returns the request that carries a message to the service at
 // addr.
 func outbound(ctx context.Context, addr string, header http.Header, body []byte) *http.Request {
-	req := &http.Request{
+	m := &message{url: url.URL{Scheme: "http", Host: addr, Path: "/"}}
+	m.body.Reset(body)
+	m.req = http.Request{
 		Method:        http.MethodPost,
-		URL:           &url.URL{Scheme: "http", Host: addr, Path: "/"},
+		URL:           &m.url,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        header,
-		Body:          messageBody{bytes.NewReader(body)},
+		Body:          messageBody{&m.body},
 		GetBody:       func() (io.ReadCloser, error) { return messageBody{bytes.NewReader(body)}, nil },
 		ContentLength: int64(len(body)),
 		Host:          addr,
 	}
-	return req.WithContext(ctx)
+	return m.req.WithContext(ctx)
+}
+
+// message holds what a request carrying a message is made of, in one
+// allocation.
+type message struct {
+	req  http.Request
+	url  url.URL
+	body bytes.Reader
 }
 
 // messageBody is the body of a message on its way to a service.
@@ -301,8 +311,8 @@ func messagePattern(body []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if m.Pattern == nil {
+	if !m.HasPattern {
 		return "", fmt.Errorf("%w: no Pattern field", ErrInvalidMessage)
 	}
-	return parsePattern(*m.Pattern)
+	return parsePattern(m.Pattern)
 }

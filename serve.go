@@ -149,7 +149,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, fmt.Errorf("%w: over %d bytes", ErrMessageTooLarge, limit)
 	}
 	body := r.Body
-	if limit >= 0 {
+	if limit >= 0 && r.ContentLength < 0 { // a known length is bounded already
 		body = http.MaxBytesReader(w, body, limit)
 	}
 	size := int64(512)
@@ -201,15 +201,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeBody(w, status, append(body, '\n'))
 }
 
-// writeBody answers with a JSON body, announcing its length so that the
-// answer is never chunked.
+// writeBody answers with a JSON body, never chunked: net/http announces
+// the length of a body it holds whole in its buffer (up to heldWhole
+// bytes), and writeBody announces the length of a longer one.
 func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	if len(body) > heldWhole {
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
 	w.WriteHeader(status)
 	w.Write(body)
 }
+
+// heldWhole is the size of the buffer in which net/http's server holds
+// the beginning of an answer: an answer that fits gets its Content-Length
+// from net/http.
+const heldWhole = 2048
 
 // jsonContentType is the Content-Type field of JSON messages and answers,
 // shared by the headers that carry it: it is never modified.

@@ -392,11 +392,11 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if msg.Pattern == nil {
+	if !msg.HasPattern {
 		writeError(w, fmt.Errorf("%w: no Pattern field", ErrInvalidMessage))
 		return
 	}
-	p, err := parsePattern(*msg.Pattern)
+	p, err := parsePattern(msg.Pattern)
 	if err != nil {
 		writeError(w, err)
 		return
