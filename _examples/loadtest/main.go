@@ -56,8 +56,23 @@ func main() {
 	conns := flag.Int("c", 32, "concurrent connections")
 	rounds := flag.Int("rounds", 1, "rounds over the paths")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	transport := flag.String("transport", "pool", "what carries the server's and the services' calls: pool (the library's default) or std (a tuned http.Transport), to compare the two")
 	serve := flag.Bool("serve", false, "start the system, print one line per path (name, URL, body) and serve until interrupted, for an outside load generator such as wrk")
 	flag.Parse()
+	switch *transport {
+	case "pool":
+	case "std":
+		calls = &http.Transport{
+			MaxIdleConns:           1024,
+			MaxIdleConnsPerHost:    256,
+			IdleConnTimeout:        90 * time.Second,
+			MaxResponseHeaderBytes: 1 << 20,
+			DisableCompression:     true,
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "loadtest: -transport is pool or std")
+		os.Exit(2)
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -73,6 +88,10 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// calls carries the calls of the server and the services; nil means the
+// library's default.
+var calls http.RoundTripper
 
 // path is one way to reach the sum handler.
 type path struct {
@@ -100,7 +119,7 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 		return cl, nil
 	}
 
-	server, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: quiet})
+	server, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: quiet, Transport: calls})
 	if err != nil {
 		return err
 	}
@@ -192,7 +211,7 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 
 // startService serves one handler on a counted loopback listener.
 func startService(serverAddr string, log *slog.Logger, listen func(string) (*countingListener, error), name, pattern string, h nano.HandlerFunc) (*nano.Service, string, error) {
-	svc, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "127.0.0.1:0", Server: serverAddr, Logger: log})
+	svc, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "127.0.0.1:0", Server: serverAddr, Logger: log, Transport: calls})
 	if err != nil {
 		return nil, "", err
 	}
