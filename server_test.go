@@ -503,9 +503,10 @@ func TestServerRelaysAnyHTTPAnswer(t *testing.T) {
 	}
 }
 
-// TestServerSpeaksHTTP11 talks to a server's own connection loop over raw
-// TCP: keep-alive, pipelining, chunked bodies, HTTP/1.0, Expect:
-// 100-continue, oversized and slow headers.
+// TestServerSpeaksHTTP11 talks to a server over raw TCP: keep-alive,
+// pipelining, chunked bodies, HTTP/1.0, Expect: 100-continue, oversized
+// and slow headers. TestHTTPConformance compares many more cases with
+// net/http's own answers.
 func TestServerSpeaksHTTP11(t *testing.T) {
 	_, addr := startServer(t, nano.ServerOptions{ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond})
 	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
