@@ -165,3 +165,43 @@ func TestShutdownWaitsForHandlers(t *testing.T) {
 		t.Fatalf("after Shutdown: %d %s; want 503", status, body)
 	}
 }
+
+// TestOptionsRules: in every options struct, a negative value lifts a
+// limit, and the options for which no limit makes no sense refuse it.
+func TestOptionsRules(t *testing.T) {
+	t.Parallel()
+	for _, opts := range []nano.ServerOptions{
+		{Addr: "nonsense"},
+		{Addr: "127.0.0.1:70000"},
+		{TTL: -time.Second},
+		{RegistryTimeout: -time.Second},
+	} {
+		if _, err := nano.NewServerWithOptions(opts); !errors.Is(err, nano.ErrInvalidOptions) {
+			t.Errorf("NewServerWithOptions(%+v) = %v; want ErrInvalidOptions", opts, err)
+		}
+	}
+	if _, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "127.0.0.1:8080", Server: "127.0.0.1:9999", RetryInterval: -1}); !errors.Is(err, nano.ErrInvalidOptions) {
+		t.Errorf("a negative RetryInterval: %v; want ErrInvalidOptions", err)
+	}
+
+	// A negative MaxBodyBytes lifts the limit on server and service alike:
+	// a message over the 4 MiB default goes through.
+	unlimited := nano.ServerOptions{MaxBodyBytes: -1}
+	_, addr := startServer(t, unlimited)
+	startService(t, addr, map[string]nano.HandlerFunc{"role:big": func(msg []byte) ([]byte, error) {
+		return []byte(fmt.Sprint(len(msg))), nil
+	}}, func(o *nano.ServiceOptions) { o.MaxBodyBytes = -1 })
+	big := `{"Pattern":"role:big","Pad":"` + strings.Repeat("x", 5<<20) + `"}`
+	waitRegistered(t, addr, "role:big")
+	if status, body := post(t, "http://"+addr+"/", big); status != http.StatusOK || body != fmt.Sprint(len(big)) {
+		t.Fatalf("a 5 MiB message with no limit: %d %.100s", status, body)
+	}
+
+	d := nano.ServerOptions{}.Defaults()
+	if d.MaxBodyBytes != 4<<20 || d.MaxHeaderBytes != 1<<20 || d.TTL != 30*time.Second || d.WriteTimeout != d.UpstreamTimeout+10*time.Second {
+		t.Errorf("Defaults() = %+v", d)
+	}
+	if d := (nano.ServerOptions{UpstreamTimeout: -1}).Defaults(); d.WriteTimeout != 0 {
+		t.Errorf("with no upstream limit, the write timeout defaults to %v; want none", d.WriteTimeout)
+	}
+}
