@@ -123,28 +123,7 @@ func TestShutdownWaitsForHandlers(t *testing.T) {
 	mounted := httptest.NewServer(srv.Handler())
 	t.Cleanup(mounted.Close)
 	addr := mounted.Listener.Addr().String()
-	entered, release := make(chan struct{}), make(chan struct{})
-	startService(t, addr, map[string]nano.HandlerFunc{
-		"role:slow": func(msg []byte) ([]byte, error) {
-			if strings.Contains(string(msg), "wait") {
-				close(entered)
-				<-release
-			}
-			return []byte(`"done"`), nil
-		},
-	})
-	waitAnswer(t, addr, `{"Pattern":"role:slow"}`, `"done"`)
-
-	answer := make(chan string, 1)
-	go func() {
-		resp, err := http.Post("http://"+addr+"/", "application/json", strings.NewReader(`{"Pattern":"role:slow","wait":true}`))
-		if err != nil {
-			answer <- err.Error()
-			return
-		}
-		answer <- fmt.Sprint(resp.StatusCode, " ", readAll(resp))
-	}()
-	<-entered
+	answer, release := messageInFlight(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	shut := make(chan error, 1)

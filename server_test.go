@@ -284,29 +284,7 @@ func TestServerWithoutRedis(t *testing.T) {
 // answered, and Shutdown returns once it is.
 func TestServerShutdownDrains(t *testing.T) {
 	srv, addr := startServer(t, nano.ServerOptions{})
-	entered, release := make(chan struct{}), make(chan struct{})
-	startService(t, addr, map[string]nano.HandlerFunc{
-		"role:slow": func(msg []byte) ([]byte, error) {
-			if !strings.Contains(string(msg), "wait") {
-				return []byte(`"ready"`), nil
-			}
-			close(entered)
-			<-release
-			return []byte(`"done"`), nil
-		},
-	})
-	waitAnswer(t, addr, `{"Pattern":"role:slow"}`, `"ready"`)
-
-	answer := make(chan string, 1)
-	go func() {
-		resp, err := http.Post("http://"+addr+"/", "application/json", strings.NewReader(`{"Pattern":"role:slow","wait":true}`))
-		if err != nil {
-			answer <- err.Error()
-			return
-		}
-		answer <- fmt.Sprint(resp.StatusCode, " ", readAll(resp))
-	}()
-	<-entered
+	answer, release := messageInFlight(t, addr)
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
 	select {
@@ -321,6 +299,36 @@ func TestServerShutdownDrains(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
+}
+
+// messageInFlight registers a service at the server at addr whose handler
+// holds a message until release is closed, sends it such a message, and
+// returns once the handler holds it. The answer, as "status body", comes
+// on the channel.
+func messageInFlight(t *testing.T, addr string) (answer <-chan string, release chan struct{}) {
+	t.Helper()
+	entered, release := make(chan struct{}), make(chan struct{})
+	startService(t, addr, map[string]nano.HandlerFunc{
+		"role:slow": func(msg []byte) ([]byte, error) {
+			if strings.Contains(string(msg), "wait") {
+				close(entered)
+				<-release
+			}
+			return []byte(`"done"`), nil
+		},
+	})
+	waitAnswer(t, addr, `{"Pattern":"role:slow"}`, `"done"`)
+	got := make(chan string, 1)
+	go func() {
+		resp, err := http.Post("http://"+addr+"/", "application/json", strings.NewReader(`{"Pattern":"role:slow","wait":true}`))
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- fmt.Sprint(resp.StatusCode, " ", readAll(resp))
+	}()
+	<-entered
+	return got, release
 }
 
 func TestServerShutdown(t *testing.T) {
