@@ -4,6 +4,7 @@
 #   direct    POST to the sum service itself
 #   nginx     nginx as a plain reverse proxy (keep-alive upstream) in front of it
 #   revproxy  net/http + httputil.ReverseProxy in front of it (in the loadtest process)
+#   bare      net/http + a handler relaying with the library's pool (in the loadtest process)
 #   server    POST to the nano server, which proxies to the sum service
 #   act       POST to a service whose handler calls the sum service with Act
 #   original  the original go-nano server in front of the same sum service
@@ -15,14 +16,26 @@
 # median of the per-round ratios to direct and to nginx (so a drift of the
 # machine between rounds cancels out), the errors of all rounds (failed
 # connections, reads, writes, timeouts and answers outside 2xx) and the new
-# connections per 1000 requests that the loadtest's server, sum, act and
-# revproxy listeners accepted during the measured runs, not counting the
-# C+1 connections wrk itself opens to the path's front listener (it opens
-# one first to test the address): 0.0 means every hop kept its connections
-# alive. wrk stops with requests in flight; a proxy that closes the
-# upstream connection of a request its client abandoned (httputil's
-# ReverseProxy does) dials it again in the path's next run, which shows as
-# a small figure in the sum column.
+# connections per 1000 requests that the loadtest's server, sum, act,
+# revproxy and bare listeners accepted during the measured runs, not
+# counting the C+1 connections wrk itself opens to the path's front
+# listener (it opens one first to test the address): 0.0 means every hop
+# kept its connections alive. wrk stops with requests in flight; a proxy
+# that closes the upstream connection of a request its client abandoned
+# (httputil's ReverseProxy and the library's pool do) dials it again in
+# the path's next run, which shows as a small figure in the sum column.
+#
+# The "cpu µs/req" column is the CPU time (user plus system, read from
+# /proc/PID/stat in clock ticks just before and just after each measured
+# run) that the processes serving the path spent per request, median over
+# the rounds: the loadtest process for direct, revproxy, bare, server and
+# act; nginx's master and workers plus the loadtest (which runs the sum
+# service) for nginx; the original's server plus the loadtest for
+# original. wrk's own CPU is not in it. The busier a server, the more
+# requests each wakeup, read and write carries, so the figure falls as
+# the rate rises: compare it between the paths of one run, not across
+# runs or machines. Each reading is good to one clock tick (10 ms where
+# CLK_TCK is 100).
 #
 #   bench/wrk.sh                               # 3 rounds of 5 s, 32 connections
 #   ROUNDS=1 D=3s C=64 OUT=runs.txt bench/wrk.sh
@@ -32,9 +45,9 @@
 # WARMUP (unmeasured wrk run per path before round 1, 1s; 0 skips it),
 # OUT (a file to write the raw per-round lines to), ORIGINAL (see above).
 #
-# Needs wrk, curl and Go; nginx is optional (apt-get install wrk nginx
-# curl); the original path needs redis-server and the Go module proxy (to
-# fetch the original's dependencies).
+# Needs Linux (for /proc), wrk, curl and Go; nginx is optional (apt-get
+# install wrk nginx curl); the original path needs redis-server and the Go
+# module proxy (to fetch the original's dependencies).
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -52,6 +65,9 @@ for tool in wrk curl go; do
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS must be a positive number, not '$ROUNDS'"
 [[ $C =~ ^[1-9][0-9]*$ ]] || fail "C must be a positive number, not '$C'"
+[[ -r /proc/self/stat ]] || fail "cannot read /proc/self/stat: the CPU figures need Linux's /proc"
+clk_tck=$(getconf CLK_TCK)
+[[ $clk_tck =~ ^[1-9][0-9]*$ ]] || fail "getconf CLK_TCK printed '$clk_tck', not a number of ticks per second"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/nano-wrk.XXXXXX")
 pids=()
@@ -136,13 +152,13 @@ go build -o "$work/loadtest" ./_examples/loadtest
 loadtest=$!
 pids+=("$loadtest")
 for _ in $(seq 200); do
-  [[ $(wc -l <"$work/loadtest.out") -ge 4 ]] && break
+  [[ $(wc -l <"$work/loadtest.out") -ge 5 ]] && break
   kill -0 "$loadtest" 2>/dev/null || { cat "$work/loadtest.err" >&2; fail "the loadtest stopped early (log above)"; }
   sleep 0.1
 done
-[[ $(wc -l <"$work/loadtest.out") -ge 4 ]] || fail "the loadtest printed no URLs after 20 s"
+[[ $(wc -l <"$work/loadtest.out") -ge 5 ]] || fail "the loadtest printed no URLs after 20 s"
 served() { awk -v p="$1" -v f="$2" '$1 == p { print $f }' "$work/loadtest.out"; }
-for p in direct revproxy server act; do
+for p in direct revproxy bare server act; do
   [[ -n $(served "$p" 2) ]] || fail "the loadtest printed no URL for $p"
 done
 sum_port=$(served direct 2 | sed -E 's|^http://127\.0\.0\.1:([0-9]+)/$|\1|')
@@ -177,14 +193,16 @@ http {
 }
 CONF
   nginx -e "$ngx/error.log" -p "$ngx" -c "$ngx/nginx.conf" 2>"$ngx/stderr" &
-  pids+=("$!")
-  wait_port "$port" "$!" "$ngx/stderr" "$ngx/error.log"
+  nginx_pid=$!
+  pids+=("$nginx_pid")
+  wait_port "$port" "$nginx_pid" "$ngx/stderr" "$ngx/error.log"
   add_path nginx "http://127.0.0.1:$port/" "$sum_msg"
 else
   notes+=("nginx: skipped, nginx is not installed (apt-get install nginx)")
 fi
 
 add_path revproxy "$(served revproxy 2)" "$(served revproxy 3)"
+add_path bare "$(served bare 2)" "$(served bare 3)"
 add_path server "$(served server 2)" "$(served server 3)"
 add_path act "$(served act 2)" "$(served act 3)"
 
@@ -225,8 +243,9 @@ MOD
   (cd "$build" && GOWORK=off go mod tidy 2>"$build/tidy.log" && GOWORK=off go build -o server .) ||
     { cat "$build/tidy.log" >&2; fail "cannot build the original's server"; }
   "$build/server" >"$build/log" 2>&1 &
-  pids+=("$!")
-  wait_port "$orig_port" "$!" "$build/log"
+  original_pid=$!
+  pids+=("$original_pid")
+  wait_port "$orig_port" "$original_pid" "$build/log"
   registration="{\"Pattern\":\"role:math,cmd:sum\",\"ServiceAddress\":\"127.0.0.1:$sum_port\",\"ServicePort\":$sum_port,\"ServerAddress\":\"127.0.0.1\",\"ServerPort\":$orig_port}"
   code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
     -H 'Content-Type: application/json' --data-binary "$registration" \
@@ -239,8 +258,49 @@ fi
 
 for p in "${paths[@]}"; do check "$p" "${url[$p]}" "${body[$p]}"; done
 
+# children prints the PIDs of the processes whose parent is $1.
+children() {
+  local s line f
+  for s in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null <"$s" || continue
+    line=${line##*) }
+    read -ra f <<<"$line"
+    [[ ${f[1]} == "$1" ]] && echo "${s//[^0-9]/}"
+  done
+  return 0
+}
+
+# serving holds per path the PIDs of the processes that serve it, whose
+# CPU time measure counts. nginx's workers are looked up once, now that
+# they have answered.
+declare -A serving
+for p in "${paths[@]}"; do
+  case $p in
+    nginx)
+      mapfile -t workers < <(children "$nginx_pid")
+      [[ ${#workers[@]} -gt 0 ]] || fail "nginx ($nginx_pid) has no worker processes"
+      serving[$p]="$nginx_pid ${workers[*]} $loadtest"
+      ;;
+    original) serving[$p]="$original_pid $loadtest" ;;
+    *) serving[$p]=$loadtest ;;
+  esac
+done
+
+# cpu_ticks prints the CPU time, user plus system in clock ticks, that the
+# processes with the PIDs in its arguments have used so far.
+cpu_ticks() {
+  local p line f total=0
+  for p in "$@"; do
+    read -r line 2>/dev/null <"/proc/$p/stat" || fail "process $p, which serves a path, has stopped"
+    line=${line##*) }
+    read -ra f <<<"$line" # f[0] is field 3 of stat, the state
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+
 # accepted asks the loadtest for the connections its listeners accepted so
-# far and prints them as "server sum act revproxy".
+# far and prints them as "server sum act revproxy bare".
 accepted() {
   local n line
   n=$(grep -c '^accepted ' "$work/loadtest.out" || true)
@@ -249,7 +309,7 @@ accepted() {
     line=$(grep '^accepted ' "$work/loadtest.out" | sed -n "$((n + 1))p")
     if [[ -n $line ]]; then
       awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); c[kv[1]] = kv[2] }
-             print c["server"] + 0, c["sum"] + 0, c["act"] + 0, c["revproxy"] + 0 }' <<<"$line"
+             print c["server"] + 0, c["sum"] + 0, c["act"] + 0, c["revproxy"] + 0, c["bare"] + 0 }' <<<"$line"
       return
     fi
     sleep 0.01
@@ -258,30 +318,40 @@ accepted() {
 }
 
 # measure runs wrk once on a path and prints its RESULT figures followed by
-# the new connections of the server, sum, act and revproxy listeners.
+# the CPU time of the processes serving the path (cpu_ticks, and
+# cpu_us_per_req, "-" without requests) and the new connections of the
+# server, sum, act, revproxy and bare listeners.
 measure() {
-  local p=$1 d=$2 counts before after out result front
+  local p=$1 d=$2 counts before after out result front procs cpu0 cpu1 cpu
+  read -ra procs <<<"${serving[$p]}"
   counts=$(accepted)
   read -ra before <<<"$counts"
+  cpu0=$(cpu_ticks "${procs[@]}")
   out=$(BODY=${body[$p]} wrk -t1 -c"$C" -d"$d" -s "$lua" "${url[$p]}" 2>&1) ||
     { echo "$out" >&2; fail "wrk failed on $p"; }
+  cpu1=$(cpu_ticks "${procs[@]}")
   counts=$(accepted)
   read -ra after <<<"$counts"
   result=$(grep '^RESULT ' <<<"$out") || { echo "$out" >&2; fail "wrk printed no RESULT line for $p"; }
+  cpu=$(awk -v t=$((cpu1 - cpu0)) -v hz="$clk_tck" '{
+          for (i = 2; i <= NF; i++) if ($i ~ /^requests=/) n = substr($i, 10) + 0
+          printf "cpu_ticks=%d cpu_us_per_req=%s", t, (n > 0 ? sprintf("%.1f", t * 1e6 / hz / n) : "-")
+        }' <<<"$result")
   case $p in
     server) front=0 ;;
     direct) front=1 ;;
     act) front=2 ;;
     revproxy) front=3 ;;
+    bare) front=4 ;;
     *) front=-1 ;;
   esac
-  local new=() i names=(server sum act revproxy)
-  for i in 0 1 2 3; do
+  local new=() i names=(server sum act revproxy bare)
+  for i in "${!names[@]}"; do
     new[i]=$((after[i] - before[i]))
     ((i == front)) && new[i]=$((new[i] - C - 1))
     new[i]="new_${names[i]}=${new[i]}"
   done
-  echo "${result#RESULT } ${new[*]}"
+  echo "${result#RESULT } $cpu ${new[*]}"
 }
 
 header=(
@@ -289,6 +359,7 @@ header=(
   "commit   $commit"
   "go       $(go version)"
   "nproc    $(nproc)"
+  "cpu      user+system time of the processes serving each path, from /proc/PID/stat at $clk_tck ticks/s"
   "wrk      BODY=<message> wrk -t1 -c$C -d$D -s $lua <url>; $ROUNDS round(s), interleaved, after a $WARMUP warm-up per path"
 )
 printf '%s\n' "${header[@]}"
@@ -314,6 +385,7 @@ done
 echo
 
 awk -v rounds="$ROUNDS" '
+  BEGIN { nnames = split("server sum act revproxy bare", names, " ") }
   {
     split("", f)
     for (i = 1; i <= NF; i++) { eq = index($i, "="); f[substr($i, 1, eq - 1)] = substr($i, eq + 1) }
@@ -323,8 +395,8 @@ awk -v rounds="$ROUNDS" '
     p50[p] = p50[p] " " f["p50_us"]; p99[p] = p99[p] " " f["p99_us"]; all[p] = all[p] " " f["rps"]
     errors[p] += f["err_connect"] + f["err_read"] + f["err_write"] + f["err_timeout"] + f["non2xx"]
     requests[p] += f["requests"]
-    split("server sum act revproxy", names, " ")
-    for (i = 1; i <= 4; i++) conns[p, i] += f["new_" names[i]]
+    if (f["cpu_us_per_req"] != "-") cpu[p] = cpu[p] " " f["cpu_us_per_req"]
+    for (i = 1; i <= nnames; i++) conns[p, i] += f["new_" names[i]]
   }
   function median(list,   a, k, i, j, t) {
     k = split(list, a, " ")
@@ -339,12 +411,15 @@ awk -v rounds="$ROUNDS" '
     return list == "" ? "-" : sprintf("%.2fx", median(list))
   }
   END {
-    printf "%-9s %9s %8s %8s %10s %9s %7s  %s\n", "path", "req/s", "p50 ms", "p99 ms", "vs direct", "vs nginx", "errors", "new conns/1k req (server/sum/act/revproxy)"
+    # "cpu µs/req" is spelled out: awk pads by bytes or by characters,
+    # depending on the awk and the locale.
+    printf "%-9s %9s %8s %8s %10s %9s cpu µs/req %7s  %s\n", "path", "req/s", "p50 ms", "p99 ms", "vs direct", "vs nginx", "errors", "new conns/1k req (server/sum/act/revproxy/bare)"
     for (i = 1; i <= n; i++) {
       p = order[i]
       c = ""
-      for (j = 1; j <= 4; j++) c = c (j > 1 ? "/" : "") sprintf("%.1f", requests[p] ? conns[p, j] * 1000 / requests[p] : 0)
-      printf "%-9s %9.0f %8.2f %8.2f %10s %9s %7d  %s\n", p, median(all[p]), median(p50[p]) / 1000, median(p99[p]) / 1000, ratio(p, "direct"), ratio(p, "nginx"), errors[p], c
+      for (j = 1; j <= nnames; j++) c = c (j > 1 ? "/" : "") sprintf("%.1f", requests[p] ? conns[p, j] * 1000 / requests[p] : 0)
+      u = cpu[p] == "" ? "-" : sprintf("%.1f", median(cpu[p]))
+      printf "%-9s %9.0f %8.2f %8.2f %10s %9s %10s %7d  %s\n", p, median(all[p]), median(p50[p]) / 1000, median(p99[p]) / 1000, ratio(p, "direct"), ratio(p, "nginx"), u, errors[p], c
     }
     for (i = 1; i <= n; i++) if (errors[order[i]] > 0) printf "warning: %s had %d error(s); see the raw lines (OUT) for their kinds\n", order[i], errors[order[i]]
   }' "$work/results"

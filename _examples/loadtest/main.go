@@ -1,11 +1,13 @@
 // Command loadtest measures go-nano on loopback: it starts a nano server
 // (embedded registry), a sum service, a service whose handler calls the sum
-// service with Act, and Go's standard reverse proxy in front of the sum
-// service, then drives four paths in turn with a fixed number of keep-alive
+// service with Act, and two proxies on net/http's server in front of the
+// sum service (httputil's, and a bare handler relaying with the library's
+// pool), then drives five paths in turn with a fixed number of keep-alive
 // connections for a fixed time:
 //
 //	direct    POST to the sum service itself
 //	revproxy  POST to net/http's httputil.ReverseProxy, which proxies to the sum service
+//	bare      POST to a net/http handler that relays the body to the sum service with the library's pool
 //	server    POST to the nano server, which proxies to the sum service
 //	act       POST to the Act-calling service, whose handler calls sum with Act
 //
@@ -21,10 +23,11 @@
 // ("name URL BODY") and serves until SIGINT or SIGTERM, for an outside load
 // generator such as wrk (bench/wrk.sh drives it). On SIGUSR1, and once more
 // when it stops, it prints how many connections each listener has accepted
-// so far, as one line: "accepted act=N revproxy=N server=N sum=N".
+// so far, as one line: "accepted act=N bare=N revproxy=N server=N sum=N".
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -48,6 +51,7 @@ import (
 	"time"
 
 	nano "github.com/domWinter/go-nano"
+	"github.com/domWinter/go-nano/internal/pool"
 )
 
 func main() {
@@ -152,9 +156,14 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 	if err != nil {
 		return err
 	}
+	bare, bareAddr, err := startBare(listen, sumAddr)
+	if err != nil {
+		return err
+	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		bare.Shutdown(ctx)
 		revproxy.Shutdown(ctx)
 		actor.Shutdown(ctx)
 		sum.Shutdown(ctx)
@@ -164,6 +173,7 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 	paths := []path{
 		{"direct", "http://" + sumAddr + "/", string(sumMsg)},
 		{"revproxy", "http://" + revproxyAddr + "/", string(sumMsg)},
+		{"bare", "http://" + bareAddr + "/", string(sumMsg)},
 		{"server", "http://" + serverAddr + "/", string(sumMsg)},
 		{"act", "http://" + actAddr + "/", `{"Pattern":"role:bench,cmd:act"}`},
 	}
@@ -238,6 +248,45 @@ func startRevproxy(listen func(string) (*countingListener, error), upstream stri
 	}
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 5 * time.Second}
 	l, err := listen("revproxy")
+	if err != nil {
+		return nil, "", err
+	}
+	go srv.Serve(l)
+	return srv, l.Addr().String(), nil
+}
+
+// startBare serves the floor of a proxy hop on net/http's server: a
+// handler that reads the request body whole, sends it to the sum service
+// with the library's pool and copies the answer's status, header and body
+// back, answering 502 when the pool fails. There is no routing, no
+// parsing of the message and no timeout but the request's context.
+func startBare(listen func(string) (*countingListener, error), upstream string) (*http.Server, string, error) {
+	target := "http://" + upstream + "/"
+	transport := &pool.Transport{}
+	relay := func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, target, bytes.NewReader(body))
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		out.Header = r.Header
+		resp, err := transport.RoundTrip(out)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		maps.Copy(w.Header(), resp.Header)
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(relay), ReadHeaderTimeout: 5 * time.Second}
+	l, err := listen("bare")
 	if err != nil {
 		return nil, "", err
 	}
@@ -351,7 +400,7 @@ func measure(p path, d, warmup time.Duration, conns int, listeners map[string]*c
 }
 
 // counted names the listeners whose new connections the tables show.
-var counted = []string{"server", "sum", "act", "revproxy"}
+var counted = []string{"server", "sum", "act", "revproxy", "bare"}
 
 func printHeader() {
 	fmt.Printf("%-8s %10s %10s %10s %9s %7s  %s\n", "path", "req/s", "p50", "p99", "vs direct", "errors", "new connections per 1000 requests ("+strings.Join(counted, "/")+")")
