@@ -40,10 +40,14 @@
 #   bench/wrk.sh                               # 3 rounds of 5 s, 32 connections
 #   ROUNDS=1 D=3s C=64 OUT=runs.txt bench/wrk.sh
 #   ORIGINAL=../go-nano-original bench/wrk.sh  # adds the original's server
+#   TRANSPORT=std bench/wrk.sh                 # server and services call through http.Transport
 #
 # Environment: D (wrk duration, 5s), C (connections, 32), ROUNDS (3),
 # WARMUP (unmeasured wrk run per path before round 1, 1s; 0 skips it),
-# OUT (a file to write the raw per-round lines to), ORIGINAL (see above).
+# OUT (a file to write the raw per-round lines to), ORIGINAL (see above),
+# TRANSPORT (pool, the library's default, or std: what carries the calls
+# of the loadtest's server and services; the bare path always uses the
+# pool).
 #
 # Needs Linux (for /proc), wrk, curl and Go; nginx is optional (apt-get
 # install wrk nginx curl); the original path needs redis-server and the Go
@@ -52,7 +56,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 D=${D:-5s} C=${C:-32} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-1s}
-OUT=${OUT:-} ORIGINAL=${ORIGINAL:-}
+OUT=${OUT:-} ORIGINAL=${ORIGINAL:-} TRANSPORT=${TRANSPORT:-pool}
 lua=bench/post.lua
 
 fail() {
@@ -148,7 +152,7 @@ fi
 
 go build -o "$work/loadtest" ./_examples/loadtest
 : >"$work/loadtest.out" # before the background job opens it, for the loop below
-"$work/loadtest" -serve >"$work/loadtest.out" 2>"$work/loadtest.err" &
+"$work/loadtest" -serve -transport "$TRANSPORT" >"$work/loadtest.out" 2>"$work/loadtest.err" &
 loadtest=$!
 pids+=("$loadtest")
 for _ in $(seq 200); do
@@ -359,6 +363,7 @@ header=(
   "commit   $commit"
   "go       $(go version)"
   "nproc    $(nproc)"
+  "calls    $TRANSPORT (what the loadtest's server and services send through)"
   "cpu      user+system time of the processes serving each path, from /proc/PID/stat at $clk_tck ticks/s"
   "wrk      BODY=<message> wrk -t1 -c$C -d$D -s $lua <url>; $ROUNDS round(s), interleaved, after a $WARMUP warm-up per path"
 )
