@@ -77,7 +77,7 @@ func (c *Client) resolve(p string) (*route, error) {
 		c.legacyServer.Store(true)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, errorFromResponse(resp.StatusCode, data)
+		return nil, errorFromResponse(resp.StatusCode, data, false)
 	}
 	var res resolution
 	if err := json.Unmarshal(data, &res); err != nil {

@@ -30,6 +30,11 @@ type ClientOptions struct {
 	// MaxResponseBytes limits the size of an answer. Zero means 4 MiB;
 	// negative means no limit.
 	MaxResponseBytes int64
+	// Observer, if not nil, is told of every call and writes what the
+	// call's context carries into its header (see Observer). Nil means
+	// a call made with the context a Handler received carries on the W3C
+	// Trace Context of the message it handles.
+	Observer Observer
 	// Transport carries the calls. Nil means the client's own pool of
 	// kept-alive HTTP/1.1 connections, which runs each call on the
 	// caller's goroutine (see the package documentation).
@@ -56,6 +61,7 @@ type Client struct {
 	peers      routeTable        // exact pattern -> its instances (cache.go)
 	resolving  flight[*route]    // merges concurrent resolves of a pattern
 	closed     atomic.Bool       // set by Close
+	metrics    clientMetrics     // Act calls, shown by a service's GET /metrics
 
 	legacyServer atomic.Bool // the server has no /resolve
 }
@@ -111,7 +117,7 @@ func (c *Client) Act(msg []byte, pattern string) ([]byte, error) {
 // the error unwraps to context.DeadlineExceeded or context.Canceled.
 // Errors from the server or the service are *Error values: errors.Is(err,
 // ErrNoService) tells that nothing handles the pattern.
-func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]byte, error) {
+func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (answer []byte, err error) {
 	if c.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -128,6 +134,11 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
 		defer cancel()
 	}
+	ctx, end := observe(ctx, c.opts.Observer, OpAct, p, nil)
+	defer func() {
+		c.metrics.countAct(p, err)
+		end(answerStatus(err), err)
+	}()
 
 	if c.opts.PeerTTL > 0 {
 		rt, err := c.peersOf(ctx, p)
@@ -140,11 +151,7 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 			}
 		}
 	}
-	header := callHeader
-	if c.legacyServer.Load() {
-		header = legacyHeader
-	}
-	env, err := c.post(ctx, c.opts.Server, header, body)
+	env, err := c.post(ctx, c.opts.Server, c.legacyServer.Load(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +159,18 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) ([]
 		c.learn(p, *env.Service)
 	}
 	return env.Payload, nil
+}
+
+// answerStatus is the status of the answer that ended a call with err: 200
+// when there was no error, the status of an *Error, 0 when no answer came.
+func answerStatus(err error) int {
+	if err == nil {
+		return http.StatusOK
+	}
+	if e, ok := errors.AsType[*Error](err); ok {
+		return e.status()
+	}
+	return 0
 }
 
 // Close closes the client's idle connections. Later calls return
@@ -174,7 +193,7 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 	n, first := len(rt.instances), rt.start()
 	for i := range n {
 		in := rt.instances[(first+i)%n]
-		env, err := c.post(ctx, in.addr, callHeader, body)
+		env, err := c.post(ctx, in.addr, false, body)
 		if err == nil {
 			return env.Payload, nil, true
 		}
@@ -192,8 +211,14 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 
 // post sends body to http://addr/ and decodes the envelope of the answer;
 // the envelope's Service is nil when the answer carried it in its header.
-func (c *Client) post(ctx context.Context, addr string, header http.Header, body []byte) (envelope, error) {
+// legacy says that addr is a server without /resolve: the answer must
+// then be the JSON envelope, which names the service that answered.
+func (c *Client) post(ctx context.Context, addr string, legacy bool, body []byte) (envelope, error) {
 	var env envelope
+	header, ok := c.header(ctx, legacy)
+	if !ok {
+		return env, callError(ctx, context.DeadlineExceeded)
+	}
 	resp, err := c.transport.RoundTrip(outbound(ctx, addr, header, body))
 	if err != nil {
 		return env, callError(ctx, err)
@@ -210,6 +235,23 @@ func (c *Client) post(ctx context.Context, addr string, header http.Header, body
 		return env, callError(ctx, err)
 	}
 	return decodeAnswer(resp.StatusCode, resp.Header, data)
+}
+
+// header returns the header of a call made within ctx: JSON, the envelope
+// in the answer's header unless legacy, the time left to ctx, and what
+// the Observer (or the trace context of the handler's call that ctx
+// belongs to) carries. It reports false when ctx has no time left.
+func (c *Client) header(ctx context.Context, legacy bool) (http.Header, bool) {
+	h := make(http.Header, 5)
+	h["Content-Type"] = jsonContentType
+	if !legacy {
+		h[envelopeHeader] = envelopeInHeaderValue
+	}
+	if !setBudget(ctx, h) {
+		return nil, false
+	}
+	inject(ctx, c.opts.Observer, h)
+	return h, true
 }
 
 // readAnswer reads an answer's body of at most limit bytes (no limit if

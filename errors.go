@@ -9,12 +9,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"syscall"
 )
 
 // Errors returned by the package, usually wrapped with context. Test for them
 // with errors.Is. Errors that arrive over the wire from a server or a service
-// are *Error values that unwrap to the sentinel matching their status code.
+// are *Error values that unwrap to the sentinel matching their status code,
+// or to ErrHandler when a handler returned the error.
 var (
 	// ErrInvalidPattern reports a pattern that is empty, has an empty field or
 	// exceeds MaxPatternBytes or MaxPatternFields (HTTP 400).
@@ -39,9 +41,15 @@ var (
 	// ErrServiceUnavailable reports that the service a pattern resolved to
 	// could not be reached or answered badly (HTTP 502).
 	ErrServiceUnavailable = errors.New("nano: service unavailable")
-	// ErrTimeout reports that a service did not answer in time (HTTP 504).
+	// ErrTimeout reports that a service did not answer in time, or that
+	// the deadline of a call passed (HTTP 504). Such errors also satisfy
+	// errors.Is(err, context.DeadlineExceeded).
 	ErrTimeout = errors.New("nano: service timed out")
-	// ErrHandler reports that a handler failed (HTTP 500).
+	// ErrHandler reports that a handler failed (HTTP 500), or returned an
+	// error of its own with the status it chose: an *Error from Act that
+	// unwraps to ErrHandler came from the handler, whatever its status,
+	// where one that unwraps to, say, ErrInvalidMessage came from the
+	// library.
 	ErrHandler = errors.New("nano: handler failed")
 	// ErrClosed reports a call on a Server, Service or Client that was shut down.
 	ErrClosed = errors.New("nano: closed")
@@ -65,8 +73,15 @@ type Error struct {
 	Err error
 }
 
-// Error returns the message, or the text of the underlying error.
+// Error returns the message, or the text of the underlying error, followed
+// by the status: `Left must be a number (status 400)`.
 func (e *Error) Error() string {
+	return e.text() + " (status " + strconv.Itoa(e.status()) + ")"
+}
+
+// text is what the error says, without its status: the message, or the
+// text of the underlying error, or the status text.
+func (e *Error) text() string {
 	switch {
 	case e.Message != "":
 		return e.Message
@@ -162,6 +177,9 @@ func writeError(w http.ResponseWriter, err error) {
 // rest). Other errors are worded by this package, naming nothing but the
 // caller's own message and pattern, or chosen by a handler.
 func publicMessage(err error) string {
+	if e, ok := err.(*Error); ok { // its status goes in the answer's status line
+		return e.text()
+	}
 	if _, chosen := errors.AsType[*Error](err); !chosen && errors.Is(err, ErrRegistryUnavailable) {
 		return ErrRegistryUnavailable.Error()
 	}
@@ -169,14 +187,24 @@ func publicMessage(err error) string {
 }
 
 // errorFromResponse turns an error answer into an *Error that unwraps to
-// the sentinel of its status.
-func errorFromResponse(status int, body []byte) *Error {
+// ErrHandler when a handler chose it, else to the sentinel of its status.
+func errorFromResponse(status int, body []byte, byHandler bool) *Error {
 	var eb errorBody
 	if json.Unmarshal(body, &eb) != nil || eb.Error == "" {
 		eb.Error = http.StatusText(status)
 	}
-	return &Error{Status: status, Message: eb.Error, Err: sentinelFor(status)}
+	e := &Error{Status: status, Message: eb.Error, Err: sentinelFor(status)}
+	switch {
+	case byHandler:
+		e.Err = ErrHandler
+	case status == http.StatusGatewayTimeout:
+		e.Err = errTimedOut
+	}
+	return e
 }
+
+// errTimedOut is what a 504 from the far side unwraps to: a deadline passed.
+var errTimedOut = fmt.Errorf("%w: %w", ErrTimeout, context.DeadlineExceeded)
 
 // callError is the error a caller sees for a call to a service or a server
 // that failed: it unwraps to context.DeadlineExceeded (and ErrTimeout) or

@@ -128,7 +128,7 @@ func FuzzDecodeAnswer(f *testing.F) {
 			h.Set(serviceHeader, "role:x")
 		}
 		if noHandler {
-			h.Set(noHandlerHeader, "no-handler")
+			h.Set(errorHeader, noHandlerError)
 		}
 		env, err := decodeAnswer(status, h, data)
 		ok := status >= 200 && status <= 299

@@ -2,6 +2,9 @@ package nano
 
 import (
 	"bufio"
+	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -12,114 +15,246 @@ import (
 	"time"
 )
 
-// metrics are a server's counters, written at GET /metrics in the
-// Prometheus text format. The format is simple and the set of metrics
-// small, so the package writes it itself rather than import a metrics
-// library into every program that uses nano.
-type metrics struct {
-	mu             sync.RWMutex // guards requests; the counters are atomic
-	requests       map[requestKey]*atomic.Uint64
-	upstream       histogram
+// What servers, services and clients count, and GET /metrics, which shows
+// it in the Prometheus text format. The format is simple and the set of
+// metrics small, so the package writes it itself rather than import a
+// metrics library into every program that uses nano.
+
+// serverMetrics are a server's counters.
+type serverMetrics struct {
+	requests       counters[statusKey] // messages answered, by routing pattern and status
+	upstream       histogram           // time services take to answer
 	registryErrors atomic.Uint64
 	failovers      atomic.Uint64
 }
 
-// requestKey labels a count of proxied messages: the registered pattern
-// that routed them (empty when none did: the message was refused before),
-// and the status answered.
-type requestKey struct {
+// count counts a message answered with status, under the pattern that
+// routed it.
+func (m *serverMetrics) count(pattern string, status int) {
+	m.requests.add(statusKey{pattern, status})
+}
+
+// serviceMetrics are a service's counters.
+type serviceMetrics struct {
+	calls    counters[statusKey] // handler calls, by pattern and status
+	duration histograms[string]  // handler calls' time, by pattern
+	inFlight atomic.Int64        // handlers running
+}
+
+// clientMetrics are the counters of a client's Act calls.
+type clientMetrics struct {
+	calls counters[outcomeKey] // by pattern (at most maxActPatterns) and outcome
+}
+
+// statusKey labels a count by pattern and status.
+type statusKey struct {
 	pattern string
 	status  int
 }
 
-// count adds one message to its pattern and status. A counter that exists
-// is found under the read lock, without allocating.
-func (m *metrics) count(pattern string, status int) {
-	k := requestKey{pattern, status}
-	m.mu.RLock()
-	c := m.requests[k]
-	m.mu.RUnlock()
-	if c == nil {
-		m.mu.Lock()
-		if c = m.requests[k]; c == nil {
-			if m.requests == nil {
-				m.requests = make(map[requestKey]*atomic.Uint64)
-			}
-			c = new(atomic.Uint64)
-			m.requests[k] = c
-		}
-		m.mu.Unlock()
-	}
-	c.Add(1)
+// outcomeKey labels a count of Act calls by pattern and outcome.
+type outcomeKey struct {
+	pattern string
+	outcome string
 }
 
-// upstreamBuckets are the upper bounds, in seconds, of the histogram of the
-// time services take to answer.
-var upstreamBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+// maxActSeries bounds the series of Act calls, pattern and outcome: the
+// patterns come from the program's own calls, but a program that builds
+// them from its input should not grow the metrics without bound. Calls
+// that would start a series past it are counted under the pattern "".
+const maxActSeries = 6000
 
-// histogram counts durations in upstreamBuckets.
+// Outcomes of an Act call.
+const (
+	outcomeOK          = "ok"          // the handler's answer came back
+	outcomeError       = "error"       // the far side answered with an error
+	outcomeNoService   = "no_service"  // nothing handles the pattern
+	outcomeTimeout     = "timeout"     // the call's deadline passed
+	outcomeCanceled    = "canceled"    // the call's context was canceled
+	outcomeUnavailable = "unavailable" // no answer: the far side could not be reached or answered badly
+)
+
+// countAct counts an Act call of pattern p that ended with err.
+func (m *clientMetrics) countAct(p string, err error) {
+	k := outcomeKey{p, outcomeOf(err)}
+	if !m.calls.has(k) && m.calls.len() >= maxActSeries {
+		k.pattern = ""
+	}
+	m.calls.add(k)
+}
+
+// outcomeOf classifies the end of an Act call.
+func outcomeOf(err error) string {
+	switch {
+	case err == nil:
+		return outcomeOK
+	case errors.Is(err, ErrNoService):
+		return outcomeNoService
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrTimeout):
+		return outcomeTimeout
+	case errors.Is(err, context.Canceled):
+		return outcomeCanceled
+	case errors.Is(err, ErrServiceUnavailable), errors.Is(err, ErrRegistryUnavailable), errors.Is(err, ErrClosed):
+		return outcomeUnavailable
+	}
+	return outcomeError
+}
+
+// counters counts events by a comparable key. A counter that exists is
+// found under a read lock, without allocating. A zero counters is ready to
+// use; it is safe for concurrent use.
+type counters[K comparable] struct {
+	mu sync.RWMutex // guards m; the counters are atomic
+	m  map[K]*atomic.Uint64
+}
+
+// add counts one event of k.
+func (c *counters[K]) add(k K) {
+	c.mu.RLock()
+	n := c.m[k]
+	c.mu.RUnlock()
+	if n == nil {
+		c.mu.Lock()
+		if n = c.m[k]; n == nil {
+			if c.m == nil {
+				c.m = make(map[K]*atomic.Uint64)
+			}
+			n = new(atomic.Uint64)
+			c.m[k] = n
+		}
+		c.mu.Unlock()
+	}
+	n.Add(1)
+}
+
+// has reports whether k was counted.
+func (c *counters[K]) has(k K) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.m[k] != nil
+}
+
+// len returns the number of keys counted.
+func (c *counters[K]) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m)
+}
+
+// snapshot returns the counts, dropping first the keys for which forget
+// returns true (nil forgets none), sorted by cmp.
+func (c *counters[K]) snapshot(forget func(K) bool, compare func(a, b K) int) []count[K] {
+	c.mu.Lock()
+	out := make([]count[K], 0, len(c.m))
+	for k, n := range c.m {
+		if forget != nil && forget(k) {
+			delete(c.m, k)
+			continue
+		}
+		out = append(out, count[K]{k, n.Load()})
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b count[K]) int { return compare(a.key, b.key) })
+	return out
+}
+
+// count is a key with its count.
+type count[K comparable] struct {
+	key K
+	n   uint64
+}
+
+// compareStatus orders status keys by pattern, then status.
+func compareStatus(a, b statusKey) int {
+	return cmp.Or(strings.Compare(a.pattern, b.pattern), cmp.Compare(a.status, b.status))
+}
+
+// compareOutcome orders outcome keys by pattern, then outcome.
+func compareOutcome(a, b outcomeKey) int {
+	return cmp.Or(strings.Compare(a.pattern, b.pattern), strings.Compare(a.outcome, b.outcome))
+}
+
+// durationBuckets are the upper bounds, in seconds, of the histograms of
+// durations.
+var durationBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// histogram counts durations in durationBuckets. A zero histogram is
+// ready to use; it is safe for concurrent use.
 type histogram struct {
-	counts [len(upstreamBuckets) + 1]atomic.Uint64 // the last counts those over every bound
+	counts [len(durationBuckets) + 1]atomic.Uint64 // the last counts those over every bound
 	sumNs  atomic.Int64
 }
 
 func (h *histogram) observe(d time.Duration) {
 	s := d.Seconds()
 	i := 0
-	for i < len(upstreamBuckets) && s > upstreamBuckets[i] {
+	for i < len(durationBuckets) && s > durationBuckets[i] {
 		i++
 	}
 	h.counts[i].Add(1)
 	h.sumNs.Add(int64(d))
 }
 
-// metricsEndpoint handles GET /metrics.
+// histograms holds a histogram per key. A zero histograms is ready to
+// use; it is safe for concurrent use.
+type histograms[K cmp.Ordered] struct {
+	mu sync.RWMutex // guards m
+	m  map[K]*histogram
+}
+
+// get returns the histogram of k.
+func (hs *histograms[K]) get(k K) *histogram {
+	hs.mu.RLock()
+	h := hs.m[k]
+	hs.mu.RUnlock()
+	if h != nil {
+		return h
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if h = hs.m[k]; h == nil {
+		if hs.m == nil {
+			hs.m = make(map[K]*histogram)
+		}
+		h = new(histogram)
+		hs.m[k] = h
+	}
+	return h
+}
+
+// sorted returns the keys in order.
+func (hs *histograms[K]) sorted() []K {
+	hs.mu.RLock()
+	keys := make([]K, 0, len(hs.m))
+	for k := range hs.m {
+		keys = append(keys, k)
+	}
+	hs.mu.RUnlock()
+	slices.Sort(keys)
+	return keys
+}
+
+// metricsEndpoint handles GET /metrics on a server.
 func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 	if !allowGet(w, r) {
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	bw := bufio.NewWriterSize(w, 32<<10)
+	bw := metricsWriter(w)
 	defer bw.Flush()
 	m := &s.metrics
 
-	type sample struct {
-		key requestKey
-		n   uint64
-	}
 	// Counters of patterns that left the mirror are dropped, so that the
 	// series follow the registry rather than its whole history.
-	var reqs []sample
-	m.mu.Lock()
-	for key, c := range m.requests {
-		if _, ok := s.routes.get(key.pattern); key.pattern != "" && !ok {
-			delete(m.requests, key)
-			continue
-		}
-		reqs = append(reqs, sample{key, c.Load()})
+	left := func(k statusKey) bool {
+		_, ok := s.routes.get(k.pattern)
+		return k.pattern != "" && !ok
 	}
-	m.mu.Unlock()
-	slices.SortFunc(reqs, func(a, b sample) int {
-		if c := strings.Compare(a.key.pattern, b.key.pattern); c != 0 {
-			return c
-		}
-		return a.key.status - b.key.status
-	})
-	help(bw, "nano_requests_total", "counter", "Messages this server answered, by the registered pattern that routed them (empty: refused before routing) and status.")
-	for _, r := range reqs {
-		fmt.Fprintf(bw, "nano_requests_total{pattern=\"%s\",status=\"%d\"} %d\n", labelValue(r.key.pattern), r.key.status, r.n)
+	help(bw, "nano_requests_total", "counter", "Messages this server answered, by the registered pattern that routed them (empty: refused before routing) and status (499: the client hung up).")
+	for _, c := range m.requests.snapshot(left, compareStatus) {
+		fmt.Fprintf(bw, "nano_requests_total{pattern=\"%s\",status=\"%d\"} %d\n", labelValue(c.key.pattern), c.key.status, c.n)
 	}
-
 	help(bw, "nano_upstream_duration_seconds", "histogram", "Time from sending a message to a service to the head of its answer.")
-	var cum uint64
-	for i, le := range upstreamBuckets {
-		cum += m.upstream.counts[i].Load()
-		fmt.Fprintf(bw, "nano_upstream_duration_seconds_bucket{le=\"%s\"} %d\n", strconv.FormatFloat(le, 'g', -1, 64), cum)
-	}
-	cum += m.upstream.counts[len(upstreamBuckets)].Load()
-	fmt.Fprintf(bw, "nano_upstream_duration_seconds_bucket{le=\"+Inf\"} %d\n", cum)
-	fmt.Fprintf(bw, "nano_upstream_duration_seconds_sum %s\n", strconv.FormatFloat(float64(m.upstream.sumNs.Load())/1e9, 'g', -1, 64))
-	fmt.Fprintf(bw, "nano_upstream_duration_seconds_count %d\n", cum)
+	writeHistogram(bw, "nano_upstream_duration_seconds", "", &m.upstream)
 
 	help(bw, "nano_failovers_total", "counter", "Instances dropped from the mirror for refusing a message or having no handler for it; the message went on to the next instance, if any.")
 	fmt.Fprintf(bw, "nano_failovers_total %d\n", m.failovers.Load())
@@ -129,19 +264,66 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(bw, "nano_registry_ready %d\n", boolInt(s.ready.Load()))
 
 	now := s.now()
-	type count struct {
+	type live struct {
 		pattern string
-		live    int
+		n       int
 	}
-	var per []count
-	s.routes.each(func(rt *route) { per = append(per, count{rt.pattern, rt.liveCount(now)}) })
-	slices.SortFunc(per, func(a, b count) int { return strings.Compare(a.pattern, b.pattern) })
+	var per []live
+	s.routes.each(func(rt *route) { per = append(per, live{rt.pattern, rt.liveCount(now)}) })
+	slices.SortFunc(per, func(a, b live) int { return strings.Compare(a.pattern, b.pattern) })
 	help(bw, "nano_patterns", "gauge", "Patterns in this server's mirror of the registry.")
 	fmt.Fprintf(bw, "nano_patterns %d\n", len(per))
 	help(bw, "nano_instances", "gauge", "Live instances of each pattern in this server's mirror.")
 	for _, c := range per {
-		fmt.Fprintf(bw, "nano_instances{pattern=\"%s\"} %d\n", labelValue(c.pattern), c.live)
+		fmt.Fprintf(bw, "nano_instances{pattern=\"%s\"} %d\n", labelValue(c.pattern), c.n)
 	}
+}
+
+// metricsEndpoint handles GET /metrics on a service: its handlers, and
+// the calls its Act made.
+func (s *Service) metricsEndpoint(w http.ResponseWriter) {
+	bw := metricsWriter(w)
+	defer bw.Flush()
+	m := &s.metrics
+	help(bw, "nano_handler_calls_total", "counter", "Messages this service's handlers answered, by handler pattern and status (499: the caller hung up).")
+	for _, c := range m.calls.snapshot(nil, compareStatus) {
+		fmt.Fprintf(bw, "nano_handler_calls_total{pattern=\"%s\",status=\"%d\"} %d\n", labelValue(c.key.pattern), c.key.status, c.n)
+	}
+	help(bw, "nano_handler_duration_seconds", "histogram", "Time handlers took to answer, by handler pattern.")
+	for _, p := range m.duration.sorted() {
+		writeHistogram(bw, "nano_handler_duration_seconds", `pattern="`+labelValue(p)+`",`, m.duration.get(p))
+	}
+	help(bw, "nano_handlers_in_flight", "gauge", "Handlers running now.")
+	fmt.Fprintf(bw, "nano_handlers_in_flight %d\n", m.inFlight.Load())
+	help(bw, "nano_act_calls_total", "counter", "Calls this service made with Act, by pattern and outcome (ok, error, no_service, timeout, canceled, unavailable).")
+	for _, c := range s.client.metrics.calls.snapshot(nil, compareOutcome) {
+		fmt.Fprintf(bw, "nano_act_calls_total{pattern=\"%s\",outcome=\"%s\"} %d\n", labelValue(c.key.pattern), c.key.outcome, c.n)
+	}
+}
+
+// metricsWriter sets the Content-Type of the text format and returns a
+// buffered writer to w, which the caller flushes.
+func metricsWriter(w http.ResponseWriter) *bufio.Writer {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	return bufio.NewWriterSize(w, 32<<10)
+}
+
+// writeHistogram writes the samples of h as the histogram name, with the
+// labels given (each followed by a comma, or empty) before le.
+func writeHistogram(w *bufio.Writer, name, labels string, h *histogram) {
+	var cum uint64
+	for i, le := range durationBuckets {
+		cum += h.counts[i].Load()
+		fmt.Fprintf(w, "%s_bucket{%sle=\"%s\"} %d\n", name, labels, strconv.FormatFloat(le, 'g', -1, 64), cum)
+	}
+	cum += h.counts[len(durationBuckets)].Load()
+	fmt.Fprintf(w, "%s_bucket{%sle=\"+Inf\"} %d\n", name, labels, cum)
+	braces := ""
+	if labels != "" {
+		braces = "{" + strings.TrimSuffix(labels, ",") + "}"
+	}
+	fmt.Fprintf(w, "%s_sum%s %s\n", name, braces, strconv.FormatFloat(float64(h.sumNs.Load())/1e9, 'g', -1, 64))
+	fmt.Fprintf(w, "%s_count%s %d\n", name, braces, cum)
 }
 
 func help(w *bufio.Writer, name, kind, text string) {

@@ -21,12 +21,19 @@ import (
 
 // proxy handles every path but the control endpoints.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	if r.Method != http.MethodPost {
 		closeUnread(w, r)
 		s.fail(w, r, "", ErrMethodNotAllowed)
 		return
 	}
 	if err := checkConnection(r.Header); err != nil {
+		closeUnread(w, r)
+		s.fail(w, r, "", err)
+		return
+	}
+	deadline, bounded, err := callBudget(r.Header, start)
+	if err != nil {
 		closeUnread(w, r)
 		s.fail(w, r, "", err)
 		return
@@ -47,7 +54,34 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "", err)
 		return
 	}
-	s.forward(w, r, rt, body)
+	ctx, cancel := s.upstreamContext(r.Context(), deadline, bounded)
+	defer cancel()
+	ctx, end := observe(ctx, s.opts.Observer, OpProxy, rt.pattern, r.Header)
+	var out outcome
+	defer func() { end(out.status, out.err) }()
+	s.forward(ctx, w, r, rt, body, &out)
+}
+
+// outcome is how a proxied message ended: the status answered and the
+// error, if any.
+type outcome struct {
+	status int
+	err    error
+}
+
+// upstreamContext returns the context of the call to a service: ctx
+// bounded by the budget the message came with, if any (bounded, until
+// deadline), and by UpstreamTimeout, whichever ends first.
+func (s *Server) upstreamContext(ctx context.Context, deadline time.Time, bounded bool) (context.Context, context.CancelFunc) {
+	if s.opts.UpstreamTimeout > 0 {
+		if limit := time.Now().Add(s.opts.UpstreamTimeout); !bounded || limit.Before(deadline) {
+			deadline, bounded = limit, true
+		}
+	}
+	if !bounded {
+		return ctx, func() {}
+	}
+	return context.WithDeadline(ctx, deadline)
 }
 
 // resolve finds the route of a canonical pattern: from the mirror, or on
@@ -79,26 +113,20 @@ func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
 	})
 }
 
-// forward sends the message to an instance of rt and relays its answer.
-// Instances are tried in round-robin order. The message goes on to the
-// next instance only when the last one cannot have received it: it could
-// not be reached (a dial error; a kept connection found closed before
-// writing is replaced inside the transport), or it answered that none of
-// its handlers matches, and is dropped from the mirror. Any other failure
-// is the caller's: a message that may have reached a handler is never
-// sent twice.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body []byte) {
-	ctx := r.Context()
-	if s.opts.UpstreamTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.opts.UpstreamTimeout)
-		defer cancel()
-	}
-	header := outboundHeader(r.Header)
+// forward sends the message to an instance of rt within ctx and relays
+// its answer, and records in out how the message ended. Instances are
+// tried in round-robin order. The message goes on to the next instance
+// only when the last one cannot have received it: it could not be reached
+// (a dial error; a kept connection found closed before writing is
+// replaced inside the transport), or it answered that none of its
+// handlers matches, and is dropped from the mirror. Any other failure is
+// the caller's: a message that may have reached a handler is never sent
+// twice. A message whose time is up before it is sent gets 504.
+func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, rt *route, body []byte, out *outcome) {
 	now := s.now()
 	live := rt.liveCount(now)
 	if live == 0 { // all expired since resolve looked
-		s.fail(w, r, rt.pattern, fmt.Errorf("%w %q", ErrNoService, rt.pattern))
+		s.failWith(w, r, rt.pattern, fmt.Errorf("%w %q", ErrNoService, rt.pattern), out)
 		return
 	}
 	n, first := len(rt.instances), rt.start()
@@ -108,12 +136,17 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 			continue
 		}
 		live--
+		header, ok := s.outboundHeader(ctx, r.Header)
+		if !ok {
+			s.failWith(w, r, rt.pattern, callError(ctx, context.DeadlineExceeded), out)
+			return
+		}
 		sent := time.Now()
 		resp, err := s.transport.RoundTrip(outbound(ctx, in.addr, header, body))
 		if err == nil {
 			s.metrics.upstream.observe(time.Since(sent))
-			if live == 0 || resp.Header.Get(noHandlerHeader) == "" {
-				s.relay(w, r, rt.pattern, resp)
+			if live == 0 || resp.Header.Get(errorHeader) != noHandlerError {
+				s.relay(w, r, rt.pattern, resp, out)
 				return
 			}
 			resp.Body.Close()
@@ -121,7 +154,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 		}
 		if !failover(err) || ctx.Err() != nil {
 			s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", in.addr, "error", err)
-			s.fail(w, r, rt.pattern, callError(ctx, err))
+			s.failWith(w, r, rt.pattern, callError(ctx, err), out)
 			return
 		}
 		s.metrics.failovers.Add(1)
@@ -129,17 +162,17 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, rt *route, body
 			s.log.Warn("nano: instance failed, trying another", "pattern", rt.pattern, "address", in.addr, "error", err)
 		}
 	}
-	s.fail(w, r, rt.pattern, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern))
+	s.failWith(w, r, rt.pattern, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern), out)
 }
 
 // relay copies a service's answer to the client: its status, its
 // end-to-end header fields, its body and trailers. An answer that
 // checkAnswer refuses is answered with 502.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, resp *http.Response) {
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, resp *http.Response, out *outcome) {
 	defer resp.Body.Close()
 	if err := checkAnswer(resp); err != nil {
 		s.log.Debug("nano: service answered badly", "pattern", pattern, "error", err)
-		s.fail(w, r, pattern, fmt.Errorf("%w (pattern %q)", err, pattern))
+		s.failWith(w, r, pattern, fmt.Errorf("%w (pattern %q)", err, pattern), out)
 		return
 	}
 	h := w.Header()
@@ -157,6 +190,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, r
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
 	s.metrics.count(pattern, resp.StatusCode)
+	out.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
@@ -166,6 +200,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, r
 		// The status is sent: abort the connection so that the client
 		// sees a truncated answer rather than a complete-looking one.
 		s.log.Debug("nano: relaying an answer failed", "pattern", pattern, "error", err)
+		out.err = fmt.Errorf("%w: %q: the answer broke off", ErrServiceUnavailable, pattern)
 		panic(http.ErrAbortHandler)
 	}
 	for k, vv := range resp.Trailer {
@@ -176,14 +211,22 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, r
 // fail is the proxy's one error path: it counts the message under the
 // pattern that routed it (empty when none did) and answers with err's
 // status and a JSON error naming no address. A client that hung up gets
-// nothing, and is counted with status 499, as nginx counts it.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, pattern string, err error) {
+// nothing, and is counted with status 499, as nginx counts it. It returns
+// the status counted.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, pattern string, err error) int {
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		s.metrics.count(pattern, statusClientClosed)
-		return
+		return statusClientClosed
 	}
-	s.metrics.count(pattern, statusOf(err))
+	status := statusOf(err)
+	s.metrics.count(pattern, status)
 	writeError(w, err)
+	return status
+}
+
+// failWith is fail for a routed message, recording how it ended in out.
+func (s *Server) failWith(w http.ResponseWriter, r *http.Request, pattern string, err error, out *outcome) {
+	out.status, out.err = s.fail(w, r, pattern, err), err
 }
 
 // statusClientClosed counts the messages whose client hung up before the
@@ -240,25 +283,30 @@ var hopHeaders = []string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-// outboundHeader returns the header of a message to a service: the
-// client's end-to-end fields, with application/json unless the client
-// named a Content-Type. When there is nothing to drop or add, it is the
-// client's header itself, which a RoundTripper only reads.
-func outboundHeader(h http.Header) http.Header {
+// outboundHeader returns the header of a message to a service sent
+// within ctx: the client's end-to-end fields, with application/json unless
+// the client named a Content-Type, the time left to ctx in Nano-Timeout,
+// and what the Observer carries. It reports false when ctx has no time
+// left. The header shares its values with the client's, which a
+// RoundTripper only reads.
+func (s *Server) outboundHeader(ctx context.Context, h http.Header) (http.Header, bool) {
 	named := connectionNamed(h)
-	if named == nil && len(h["Content-Type"]) > 0 && !slices.ContainsFunc(hopHeaders, func(k string) bool { return h[k] != nil }) {
-		return h
-	}
-	out := make(http.Header, len(h)+1)
+	out := make(http.Header, len(h)+2)
 	for k, vv := range h {
-		if !hopByHop(k, named) {
+		if !hopByHop(k, named) && k != timeoutHeader {
 			out[k] = vv
 		}
 	}
 	if len(out["Content-Type"]) == 0 {
 		out["Content-Type"] = jsonContentType
 	}
-	return out
+	if !setBudget(ctx, out) {
+		return nil, false
+	}
+	if s.opts.Observer != nil {
+		s.opts.Observer.Inject(ctx, out)
+	}
+	return out, true
 }
 
 // hopByHop reports whether the field k concerns one connection only: a

@@ -91,6 +91,11 @@ type ServerOptions struct {
 	// once through Redis pub/sub). Zero means 10 seconds; negative turns
 	// the periodic reload off. It does not apply to the embedded registry.
 	ResyncInterval time.Duration
+	// Observer, if not nil, is told of every message the server proxies
+	// and writes what the message's context carries into the header of
+	// its call to the service (see Observer). Nil means the header fields
+	// of the message, W3C Trace Context among them, pass on unchanged.
+	Observer Observer
 	// Transport carries the proxied calls. Nil means the server's own
 	// pool of kept-alive HTTP/1.1 connections, which runs each call on
 	// the request's goroutine (see the package documentation).
@@ -124,7 +129,7 @@ type Server struct {
 	stop      chan struct{}     // closed by Shutdown: ends the loops
 	loops     sync.WaitGroup    // maintenance and subscription loops
 
-	metrics metrics // what GET /metrics shows
+	metrics serverMetrics // what GET /metrics shows
 
 	closeOnce sync.Once // runs Shutdown
 	closeErr  error     // set by the first Shutdown

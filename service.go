@@ -2,7 +2,6 @@ package nano
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +61,19 @@ type ServiceOptions struct {
 	// before asking the server again. Zero means 10 seconds; negative
 	// disables the cache.
 	PeerTTL time.Duration
+	// Middleware wraps every handler of the service, those of Add and
+	// Handle included. The first runs first: with {logging, auth}, a
+	// message goes through logging, then auth, then the handler. The
+	// library's own work (the call's context and deadline, the Observer,
+	// metrics, recovery from panics) runs outside all of them. Nil means
+	// none.
+	Middleware []func(next Handler) Handler
+	// Observer, if not nil, is told of every message the service handles
+	// and every call its Act makes, and carries their context on (see
+	// Observer). Nil means the service passes on the W3C Trace Context
+	// of each message to the calls its handler makes with the message's
+	// context.
+	Observer Observer
 	// Transport carries registrations and Act calls. Nil means the
 	// service's own pool of kept-alive HTTP/1.1 connections, which runs
 	// each call on the caller's goroutine (see the package documentation).
@@ -92,6 +104,7 @@ type Service struct {
 	pending  atomic.Int64                 // patterns not registered yet
 	loops    sync.WaitGroup               // registration loops
 	endpoint *endpoint                    // serves the connections given to Serve
+	metrics  serviceMetrics               // what GET /metrics shows
 
 	mu      sync.Mutex // guards serving, adding, closed
 	serving bool       // Serve was called: patterns get registered
@@ -99,9 +112,11 @@ type Service struct {
 	closed  bool       // set by Shutdown
 }
 
+// handler is a registered pattern with its handler, wrapped in the
+// service's middleware.
 type handler struct {
 	pattern string
-	fn      HandlerFunc
+	fn      Handler
 	field   []string // pattern as the value of the Nano-Service header
 }
 
@@ -151,6 +166,7 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		Server:    opts.Server,
 		Timeout:   opts.CallTimeout,
 		PeerTTL:   opts.PeerTTL,
+		Observer:  opts.Observer,
 		Transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
 		Logger:    opts.Logger,
 	})
@@ -245,22 +261,37 @@ func (s *Service) Add(pattern string, handle func([]byte) ([]byte, error)) {
 	}
 }
 
-// Handle sets the handler of a pattern. If the service is serving, the
-// pattern is registered at the server at once, otherwise when Serve or
-// ListenAndServe starts; registration is retried in the background until
-// the server accepts it. Handle does not block.
+// Handle sets the handler of a pattern, a HandlerFunc that receives the
+// message's body; HandleContext takes one with the message's context. If
+// the service is serving, the pattern is registered at the server at once,
+// otherwise when Serve or ListenAndServe starts; registration is retried in
+// the background until the server accepts it. Handle does not block.
 //
 // A message is handled by the handler whose pattern is the longest
 // whole-field prefix of the message's Pattern. Handle fails with
 // ErrInvalidPattern for a pattern that is not valid or already has a
 // handler, and with ErrClosed after Shutdown.
 func (s *Service) Handle(pattern string, fn HandlerFunc) error {
+	if fn == nil {
+		return fmt.Errorf("nano: nil handler for %q", pattern)
+	}
+	return s.HandleContext(pattern, func(_ context.Context, req *Request) ([]byte, error) { return fn(req.Body) })
+}
+
+// HandleContext sets the handler of a pattern, as Handle does, with a
+// Handler: one that receives the message's context, which ends when the
+// caller hangs up or the call's deadline passes, and the request with its
+// body, its matched pattern and its header.
+func (s *Service) HandleContext(pattern string, fn Handler) error {
 	p, err := parsePattern(pattern)
 	if err != nil {
 		return err
 	}
 	if fn == nil {
 		return fmt.Errorf("nano: nil handler for %q", p)
+	}
+	for i := len(s.opts.Middleware) - 1; i >= 0; i-- {
+		fn = s.opts.Middleware[i](fn)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -362,70 +393,6 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// serveHTTP is the service endpoint: it runs the handler of the longest
-// pattern matching the message and answers with its bytes, or with the
-// ServiceRequest envelope when the message asks for it.
-func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		switch r.URL.Path {
-		case "/healthz":
-			writeAlive(w)
-			return
-		case "/readyz":
-			s.readyz(w)
-			return
-		}
-	}
-	if r.Method != http.MethodPost {
-		closeUnread(w, r)
-		writeError(w, ErrMethodNotAllowed)
-		return
-	}
-	body, err := readBody(w, r, s.opts.MaxBodyBytes)
-	if err != nil {
-		closeUnread(w, r)
-		writeError(w, err)
-		return
-	}
-	msg, err := readMessage(body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if !msg.HasPattern {
-		writeError(w, fmt.Errorf("%w: no Pattern field", ErrInvalidMessage))
-		return
-	}
-	p, err := parsePattern(msg.Pattern)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	_, h, ok := s.routes.lookup(p)
-	if !ok {
-		w.Header().Set(noHandlerHeader, "no-handler")
-		writeError(w, fmt.Errorf("%w %q", ErrNoService, p))
-		return
-	}
-	out, err := s.call(h, body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	switch {
-	case msg.ServiceRequest && r.Header.Get(envelopeHeader) == envelopeInHeader:
-		w.Header()[serviceHeader] = h.field
-	case msg.ServiceRequest:
-		reg := s.registration(h.pattern)
-		out, err = json.Marshal(envelope{Service: &reg, Payload: out})
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-	}
-	writeBody(w, http.StatusOK, out)
-}
-
 // readyz answers GET /readyz: 200 once Serve (or Add) registered every
 // pattern at the server at least once, 503 before and after Shutdown
 // began.
@@ -446,16 +413,4 @@ func (s *Service) readyz(w http.ResponseWriter) {
 		return
 	}
 	writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "nano: service not ready: " + why})
-}
-
-// call runs a handler; a panic becomes an ErrHandler error and a log line,
-// not a crash or a dropped connection.
-func (s *Service) call(h *handler, body []byte) (out []byte, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			s.log.Error("nano: handler panicked", "pattern", h.pattern, "panic", v)
-			out, err = nil, fmt.Errorf("%w: %q", ErrHandler, h.pattern)
-		}
-	}()
-	return h.fn(body)
 }

@@ -119,17 +119,18 @@ const (
 	serviceHeader    = "Nano-Service"
 )
 
-// noHandlerHeader marks a service's 404 for a message none of its
-// handlers matches, as opposed to a 404 a handler chose.
-const noHandlerHeader = "Nano-Error"
+// errorHeader tells who answered with an error: a service's 404 for a
+// message none of its handlers matches says "no-handler"; an error a
+// handler returned says "handler". Errors of the library have none.
+const (
+	errorHeader    = "Nano-Error"
+	noHandlerError = "no-handler"
+	handlerError   = "handler"
+)
 
-// callHeader is the header of the messages a Client sends: JSON, and the
-// envelope in the answer's header if the service can.
-var callHeader = http.Header{"Content-Type": jsonContentType, envelopeHeader: {envelopeInHeader}}
-
-// legacyHeader is the header of the messages sent through a server without
-// /resolve: the client learns peers from the JSON envelope's Service.
-var legacyHeader = http.Header{"Content-Type": jsonContentType}
+// envelopeInHeaderValue is the value of the Nano-Envelope field of the
+// calls a Client sends, shared by their headers: it is never modified.
+var envelopeInHeaderValue = []string{envelopeInHeader}
 
 // errNotService is the failure of a call whose answer is not a service's:
 // something else listens at the address.
@@ -203,8 +204,9 @@ var tokenByte = func() (t [256]bool) {
 func decodeAnswer(status int, header http.Header, data []byte) (envelope, error) {
 	var env envelope
 	if status < 200 || status > 299 {
-		err := errorFromResponse(status, data)
-		if header.Get(noHandlerHeader) != "" {
+		by := header.Get(errorHeader)
+		err := errorFromResponse(status, data, by == handlerError)
+		if by == noHandlerError {
 			return env, &notHandledError{err}
 		}
 		return env, err

@@ -1,0 +1,152 @@
+package nano
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"time"
+)
+
+// How a Service handles a message: it reads it, finds the handler of its
+// pattern, runs it within the call's context, deadline and Observer,
+// counts it, and answers with the handler's bytes or its error.
+
+// serveHTTP is the service endpoint: it runs the handler of the longest
+// pattern matching the message and answers with its bytes, or with the
+// ServiceRequest envelope when the message asks for it.
+func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		switch r.URL.Path {
+		case "/healthz":
+			writeAlive(w)
+			return
+		case "/readyz":
+			s.readyz(w)
+			return
+		case "/metrics":
+			s.metricsEndpoint(w)
+			return
+		}
+	}
+	if r.Method != http.MethodPost {
+		closeUnread(w, r)
+		writeError(w, ErrMethodNotAllowed)
+		return
+	}
+	deadline, bounded, err := callBudget(r.Header, start)
+	if err != nil {
+		closeUnread(w, r)
+		writeError(w, err)
+		return
+	}
+	body, err := readBody(w, r, s.opts.MaxBodyBytes)
+	if err != nil {
+		closeUnread(w, r)
+		writeError(w, err)
+		return
+	}
+	msg, err := readMessage(body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !msg.HasPattern {
+		writeError(w, fmt.Errorf("%w: no Pattern field", ErrInvalidMessage))
+		return
+	}
+	p, err := parsePattern(msg.Pattern)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	_, h, ok := s.routes.lookup(p)
+	if !ok {
+		w.Header().Set(errorHeader, noHandlerError)
+		writeError(w, fmt.Errorf("%w %q", ErrNoService, p))
+		return
+	}
+	ctx := r.Context()
+	if bounded {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	out, err := s.handle(ctx, h, &Request{Body: body, Pattern: h.pattern, Header: r.Header})
+	if err != nil {
+		w.Header().Set(errorHeader, handlerError)
+		writeError(w, err)
+		return
+	}
+	switch {
+	case msg.ServiceRequest && r.Header.Get(envelopeHeader) == envelopeInHeader:
+		w.Header()[serviceHeader] = h.field
+	case msg.ServiceRequest:
+		reg := s.registration(h.pattern)
+		out, err = json.Marshal(envelope{Service: &reg, Payload: out})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeBody(w, http.StatusOK, out)
+}
+
+// handle runs the handler h for req within ctx: it refuses a call whose
+// context ended before the handler starts (504 when its deadline passed),
+// tells the Observer, counts the call and turns a panic into an error.
+func (s *Service) handle(ctx context.Context, h *handler, req *Request) (out []byte, err error) {
+	if err := ctx.Err(); err != nil {
+		s.metrics.calls.add(statusKey{h.pattern, endStatus(ctx, timeUp(err))})
+		return nil, timeUp(err)
+	}
+	start := time.Now()
+	if s.opts.Observer == nil {
+		ctx = withTraceContext(ctx, req.Header)
+	}
+	ctx, end := observe(ctx, s.opts.Observer, OpHandle, h.pattern, req.Header)
+	s.metrics.inFlight.Add(1)
+	defer func() {
+		s.metrics.inFlight.Add(-1)
+		status := endStatus(ctx, err)
+		s.metrics.calls.add(statusKey{h.pattern, status})
+		s.metrics.duration.get(h.pattern).observe(time.Since(start))
+		end(status, err)
+	}()
+	return s.call(ctx, h, req)
+}
+
+// call runs a handler; a panic becomes an ErrHandler error and one log
+// line with the panic's stack, not a crash or a dropped connection.
+func (s *Service) call(ctx context.Context, h *handler, req *Request) (out []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("nano: handler panicked", "pattern", h.pattern, "panic", v, "stack", string(debug.Stack()))
+			out, err = nil, fmt.Errorf("%w: %q panicked", ErrHandler, h.pattern)
+		}
+	}()
+	return h.fn(ctx, req)
+}
+
+// endStatus is the status a call within ctx that ended with err is
+// counted with: 200, the status of err, or 499 when the caller hung up.
+func endStatus(ctx context.Context, err error) int {
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case ctx.Err() == context.Canceled:
+		return statusClientClosed
+	}
+	return statusOf(err)
+}
+
+// timeUp is the error of a call whose context ended before its handler
+// ran: 504 when its deadline passed, or the context's error.
+func timeUp(err error) error {
+	if err == context.DeadlineExceeded {
+		return fmt.Errorf("%w: the call's deadline passed before its handler ran: %w", ErrTimeout, err)
+	}
+	return fmt.Errorf("nano: call canceled: %w", err)
+}
