@@ -171,16 +171,18 @@ func writeError(w http.ResponseWriter, err error) {
 	w.Write(append(body, '\n'))
 }
 
-// publicMessage is the text of err that a caller may see. A registry
-// error names the registry's addresses and says what failed inside: the
-// caller learns only that the registry is unavailable (the server logs the
-// rest). Other errors are worded by this package, naming nothing but the
-// caller's own message and pattern, or chosen by a handler.
+// publicMessage is the text of err that a caller may see. An *Error in
+// err's chain says it, without its status, which the answer's status line
+// carries. A registry error names the registry's addresses and says what
+// failed inside: the caller learns only that the registry is unavailable
+// (the server logs the rest). Other errors are worded by this package,
+// naming nothing but the caller's own message and pattern, or chosen by a
+// handler.
 func publicMessage(err error) string {
-	if e, ok := err.(*Error); ok { // its status goes in the answer's status line
+	if e, ok := errors.AsType[*Error](err); ok { // its status goes in the status line
 		return e.text()
 	}
-	if _, chosen := errors.AsType[*Error](err); !chosen && errors.Is(err, ErrRegistryUnavailable) {
+	if errors.Is(err, ErrRegistryUnavailable) {
 		return ErrRegistryUnavailable.Error()
 	}
 	return err.Error()

@@ -3,6 +3,7 @@ package nano
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"runtime/debug"
@@ -76,7 +77,9 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := s.handle(ctx, h, &Request{Body: body, Pattern: h.pattern, Header: r.Header})
 	if err != nil {
-		w.Header().Set(errorHeader, handlerError)
+		if _, ours := errors.AsType[*libraryError](err); !ours {
+			w.Header().Set(errorHeader, handlerError)
+		}
 		writeError(w, err)
 		return
 	}
@@ -99,8 +102,9 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // tells the Observer, counts the call and turns a panic into an error.
 func (s *Service) handle(ctx context.Context, h *handler, req *Request) (out []byte, err error) {
 	if err := ctx.Err(); err != nil {
-		s.metrics.calls.add(statusKey{h.pattern, endStatus(ctx, timeUp(err))})
-		return nil, timeUp(err)
+		err = &libraryError{timeUp(err)}
+		s.metrics.calls.add(statusKey{h.pattern, endStatus(ctx, err)})
+		return nil, err
 	}
 	start := time.Now()
 	if s.opts.Observer == nil {
@@ -141,6 +145,14 @@ func endStatus(ctx context.Context, err error) int {
 	}
 	return statusOf(err)
 }
+
+// libraryError is an error the library raises in a handler's place (the
+// call's time was up, HandleJSON could not decode the message): it is not
+// marked as the handler's in the answer.
+type libraryError struct{ err error }
+
+func (e *libraryError) Error() string { return e.err.Error() }
+func (e *libraryError) Unwrap() error { return e.err }
 
 // timeUp is the error of a call whose context ended before its handler
 // ran: 504 when its deadline passed, or the context's error.
