@@ -146,6 +146,7 @@ var sentinels = []struct {
 	{ErrClosed, http.StatusServiceUnavailable},
 	{ErrRegistryFull, http.StatusInsufficientStorage},
 	{ErrTimeout, http.StatusGatewayTimeout},
+	{context.DeadlineExceeded, http.StatusGatewayTimeout},
 }
 
 // errorBody is the JSON body of every error answer.

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	nano "github.com/domWinter/go-nano"
@@ -189,4 +191,253 @@ func waitRouted(url, pattern string) {
 		}
 	}
 	panic("pattern " + pattern + " was not registered")
+}
+
+// A Handler gets the message's context and request: the context ends with
+// the caller's deadline, which travels with the call, and the request
+// holds the matched pattern and the header of the call.
+func ExampleService_HandleContext() {
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{})
+	defer cleanup()
+	svc.HandleContext("role:clock", func(ctx context.Context, req *nano.Request) ([]byte, error) {
+		deadline, ok := ctx.Deadline()
+		left := time.Until(deadline).Round(time.Second)
+		return json.Marshal(map[string]any{"Pattern": req.Pattern, "HasDeadline": ok, "Left": left.String()})
+	})
+	waitResolved(serverAddr, "role:clock")
+
+	client, err := nano.NewClient(nano.ClientOptions{Server: serverAddr})
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	answer, err := client.ActContext(ctx, []byte(`{"Pattern":"role:clock,unit:s"}`), "role:clock,unit:s")
+	fmt.Println(string(answer), err)
+	// Output: {"HasDeadline":true,"Left":"5s","Pattern":"role:clock"} <nil>
+}
+
+// A call whose deadline passes unwraps to context.DeadlineExceeded,
+// wherever the deadline struck.
+func ExampleClient_ActContext() {
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{})
+	defer cleanup()
+	svc.HandleContext("role:slow", func(ctx context.Context, _ *nano.Request) ([]byte, error) {
+		<-ctx.Done() // the handler's context ends with the caller's deadline
+		return nil, ctx.Err()
+	})
+	waitResolved(serverAddr, "role:slow")
+
+	client, err := nano.NewClient(nano.ClientOptions{Server: serverAddr})
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = client.ActContext(ctx, []byte(`{"Pattern":"role:slow"}`), "role:slow")
+	fmt.Println(errors.Is(err, context.DeadlineExceeded))
+	// Output: true
+}
+
+// Middleware runs around every handler of a service, the first given
+// outermost: here a log of each call, then a check of a header.
+func ExampleServiceOptions_middleware() {
+	logCalls := func(next nano.Handler) nano.Handler {
+		return func(ctx context.Context, req *nano.Request) ([]byte, error) {
+			out, err := next(ctx, req)
+			fmt.Println("called", req.Pattern, "error:", err != nil)
+			return out, err
+		}
+	}
+	requireUser := func(next nano.Handler) nano.Handler {
+		return func(ctx context.Context, req *nano.Request) ([]byte, error) {
+			if req.Header.Get("X-User") == "" {
+				return nil, &nano.Error{Status: http.StatusUnauthorized, Message: "who are you?"}
+			}
+			return next(ctx, req)
+		}
+	}
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{
+		Middleware: []func(nano.Handler) nano.Handler{logCalls, requireUser},
+	})
+	defer cleanup()
+	svc.Handle("role:greet", func([]byte) ([]byte, error) { return []byte(`"hello"`), nil })
+	waitResolved(serverAddr, "role:greet")
+
+	for _, user := range []string{"", "ada"} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+serverAddr+"/", strings.NewReader(`{"Pattern":"role:greet"}`))
+		if user != "" {
+			req.Header.Set("X-User", user)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			panic(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	// Output:
+	// called role:greet error: true
+	// 401 {"error":"who are you?"}
+	// called role:greet error: false
+	// 200 "hello"
+}
+
+// HandleJSON and ActJSON spare handlers and callers the encoding: a
+// message that does not decode is refused with 400, naming the field.
+func ExampleHandleJSON() {
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{})
+	defer cleanup()
+	type sum struct{ Left, Right int }
+	type result struct{ Result int }
+	nano.HandleJSON(svc, "role:math,cmd:sum", func(_ context.Context, in sum) (result, error) {
+		return result{in.Left + in.Right}, nil
+	})
+	waitResolved(serverAddr, "role:math,cmd:sum")
+
+	client, err := nano.NewClient(nano.ClientOptions{Server: serverAddr})
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	out, err := nano.ActJSON[result](context.Background(), client, "role:math,cmd:sum", sum{Left: 1, Right: 2})
+	fmt.Println(out.Result, err)
+	_, err = client.Act([]byte(`{"Pattern":"role:math,cmd:sum","Left":"one"}`), "role:math,cmd:sum")
+	fmt.Println(err)
+	// Output:
+	// 3 <nil>
+	// nano: invalid message: field Left of the message: a JSON string, not a int (status 400)
+}
+
+// An error a handler returns reaches an Act caller as an *Error with the
+// status the handler chose, and unwraps to ErrHandler: the caller tells it
+// apart from the library's own refusals.
+func ExampleError_handler() {
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{})
+	defer cleanup()
+	svc.Handle("role:math,cmd:sqrt", func([]byte) ([]byte, error) {
+		return nil, &nano.Error{Status: http.StatusBadRequest, Message: "no square root of a negative number"}
+	})
+	waitResolved(serverAddr, "role:math,cmd:sqrt")
+
+	client, err := nano.NewClient(nano.ClientOptions{Server: serverAddr})
+	if err != nil {
+		panic(err)
+	}
+	defer client.Close()
+	_, err = client.Act([]byte(`{"Pattern":"role:math,cmd:sqrt","Value":-4}`), "role:math,cmd:sqrt")
+	fmt.Println(err)
+	fmt.Println(errors.Is(err, nano.ErrHandler), errors.Is(err, nano.ErrInvalidMessage))
+	_, err = client.Act([]byte(`{"Pattern":"role:math,cmd:sqrt","Value":}`), "role:math,cmd:sqrt")
+	fmt.Println(errors.Is(err, nano.ErrHandler), errors.Is(err, nano.ErrInvalidMessage))
+	// Output:
+	// no square root of a negative number (status 400)
+	// true false
+	// false true
+}
+
+// An Observer is told of every message a server proxies, a service
+// handles and Act sends, and carries what the context holds in the
+// header of the next call: the hook of tracing (see the nanootel module).
+func ExampleObserver() {
+	var mu sync.Mutex
+	var seen []string
+	obs := observerFunc(func(ctx context.Context, op nano.Op, pattern string, _ http.Header) (context.Context, func(int, error)) {
+		return ctx, func(status int, _ error) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, fmt.Sprint(op, " ", pattern, " ", status))
+		}
+	})
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{Observer: obs})
+	defer cleanup()
+	svc.Handle("role:echo", func(msg []byte) ([]byte, error) { return msg, nil })
+	waitResolved(serverAddr, "role:echo")
+
+	if _, err := svc.ActContext(context.Background(), []byte(`{"Pattern":"role:echo"}`), "role:echo"); err != nil {
+		panic(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Println(strings.Join(seen, "\n"))
+	// Output:
+	// handle role:echo 200
+	// act role:echo 200
+}
+
+// observerFunc is an Observer from a function, which injects nothing.
+type observerFunc func(ctx context.Context, op nano.Op, pattern string, h http.Header) (context.Context, func(int, error))
+
+func (f observerFunc) Start(ctx context.Context, op nano.Op, pattern string, h http.Header) (context.Context, func(int, error)) {
+	return f(ctx, op, pattern, h)
+}
+
+func (observerFunc) Inject(context.Context, http.Header) {}
+
+// A service answers GET /metrics: its handler calls by pattern and status,
+// their latency, the handlers running, and its Act calls by outcome.
+func ExampleService_metrics() {
+	_, svc, cleanup := exampleServer(nano.ServiceOptions{})
+	defer cleanup()
+	svc.Handle("role:echo", func(msg []byte) ([]byte, error) { return msg, nil })
+	h := svc.Handler()
+	for range 2 {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"Pattern":"role:echo"}`)))
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for line := range strings.Lines(rec.Body.String()) {
+		if strings.HasPrefix(line, "nano_handler_calls_total{") || strings.HasPrefix(line, "nano_handlers_in_flight ") {
+			fmt.Print(line)
+		}
+	}
+	// Output:
+	// nano_handler_calls_total{pattern="role:echo",status="200"} 2
+	// nano_handlers_in_flight 0
+}
+
+// waitResolved waits until the server at addr resolves pattern, as
+// services register in the background, without sending it a message.
+func waitResolved(addr, pattern string) {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		resp, err := http.Get("http://" + addr + "/resolve?pattern=" + url.QueryEscape(pattern))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+	}
+	panic("pattern " + pattern + " was not registered")
+}
+
+// exampleServer runs a server on the embedded registry and a service with
+// opts (Addr, Server and Logger filled in) that serves but has no handler
+// yet; it returns the server's address, the service and a function that
+// stops both.
+func exampleServer(opts nano.ServiceOptions) (string, *nano.Service, func()) {
+	quiet := slog.New(slog.DiscardHandler)
+	server, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: quiet})
+	if err != nil {
+		panic(err)
+	}
+	ts := httptest.NewServer(server.Handler())
+	opts.Addr, opts.Server, opts.Logger = "127.0.0.1:0", ts.Listener.Addr().String(), quiet
+	svc, err := nano.NewServiceWithOptions(opts)
+	if err != nil {
+		panic(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go svc.Serve(l)
+	return ts.Listener.Addr().String(), svc, func() {
+		svc.Shutdown(context.Background())
+		ts.Close()
+		server.Shutdown(context.Background())
+	}
 }

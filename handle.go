@@ -119,7 +119,13 @@ func (s *Service) handle(ctx context.Context, h *handler, req *Request) (out []b
 		s.metrics.duration.get(h.pattern).observe(time.Since(start))
 		end(status, err)
 	}()
-	return s.call(ctx, h, req)
+	out, err = s.call(ctx, h, req)
+	if err != nil && ctx.Err() == context.DeadlineExceeded && errors.Is(err, context.DeadlineExceeded) {
+		// The call's time ran out under the handler: answered as the
+		// library's timeout, so that the caller sees its deadline.
+		err = &libraryError{fmt.Errorf("%w: %w", ErrTimeout, err)}
+	}
+	return out, err
 }
 
 // call runs a handler; a panic becomes an ErrHandler error and one log
