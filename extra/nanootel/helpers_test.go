@@ -204,11 +204,7 @@ func startChain(t *testing.T, obs nano.Observer, mode string) chain {
 	add(t, b, "role:math,cmd:fail", fail)
 	serve(t, b, addr, "role:math,cmd:sum", "role:math,cmd:fail")
 
-	peerTTL := time.Duration(0)
-	if mode == through {
-		peerTTL = -1
-	}
-	a := newService(t, addr, obs, peerTTL)
+	a := newService(t, addr, obs, peerTTL(mode))
 	add(t, a, "role:report", relay(a))
 	serve(t, a, addr, "role:report")
 
@@ -220,6 +216,15 @@ func startChain(t *testing.T, obs nano.Observer, mode string) chain {
 		b.Shutdown(context.Background())
 		srv.Shutdown(context.Background())
 	}}
+}
+
+// peerTTL is the PeerTTL option of a service whose Act calls are made in
+// mode.
+func peerTTL(mode string) time.Duration {
+	if mode == through {
+		return -1 // no peer cache
+	}
+	return 0
 }
 
 func add(t *testing.T, svc *nano.Service, pattern string, h nano.Handler) {
