@@ -20,7 +20,9 @@
 //
 // When Act calls service B through the server, rather than directly, a
 // span "nano.proxy role:math,cmd:sum" of the server stands between the
-// act span and B's handle span.
+// act span and B's handle span. One act span covers a whole call of Act,
+// whichever instances it tries and whether or not it falls back to the
+// server.
 //
 // Every span has the attributes rpc.system.name ("nano") and rpc.method
 // (the pattern), and http.response.status_code once there is an answer.
