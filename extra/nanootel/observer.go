@@ -60,9 +60,9 @@ func NewObserver(opts ...Option) *Observer {
 //
 // For nano.OpProxy and nano.OpHandle the span is of kind Server. Its
 // parent is the span ctx holds, if any (a middleware that traces the
-// HTTP request around the server or service has started one), else the
-// span context the propagator extracts from header, else none: the span
-// starts a trace. For nano.OpAct the span is of kind Client, child of
+// HTTP request around the server or service has started one, and has
+// read the header), else the span context the propagator extracts from
+// header, else none: the span starts a trace. For nano.OpAct the span is of kind Client, child of
 // the span ctx holds. Any other op gets a span of kind Internal, child of
 // the span ctx holds.
 //
