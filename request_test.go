@@ -138,11 +138,13 @@ func TestHandleContextRequest(t *testing.T) {
 }
 
 // heldHandler is a Handler that holds every message until its context
-// ends, and reports when one arrives and how its context ended.
+// ends, and reports when one arrives and how its context ended. It then
+// returns ctx.Err(), linger later.
 type heldHandler struct {
 	entered chan struct{}
 	ended   chan error // ctx.Err() once the context ended
 	runs    atomic.Int64
+	linger  time.Duration
 }
 
 func newHeldHandler() *heldHandler {
@@ -154,6 +156,7 @@ func (h *heldHandler) handle(ctx context.Context, _ *nano.Request) ([]byte, erro
 	h.entered <- struct{}{}
 	<-ctx.Done()
 	h.ended <- ctx.Err()
+	time.Sleep(h.linger)
 	return nil, ctx.Err()
 }
 
