@@ -293,7 +293,7 @@ func TestHandlerDeadline(t *testing.T) {
 func TestDeadlineNoLaterThanTheCaller(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nano.ServerOptions{})
-	const calls = 50
+	const calls = 100
 	for i, tc := range []struct {
 		name    string
 		hops    int
