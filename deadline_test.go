@@ -3,7 +3,10 @@ package nano_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -492,4 +495,148 @@ func TestHandlerGivesUpAtItsDeadline(t *testing.T) {
 		t.Errorf("got %d %s; want 504", status, body)
 	}
 	errorBody(t, body)
+}
+
+// budgetRecorder is a plain net/http service that records the
+// Nano-Timeout fields of each message and answers as a nano service does.
+type budgetRecorder struct {
+	addr string
+	seen chan []string
+}
+
+func startBudgetRecorder(t *testing.T) *budgetRecorder {
+	t.Helper()
+	r := &budgetRecorder{seen: make(chan []string, 16)}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		r.seen <- req.Header.Values("Nano-Timeout")
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Nano-Service", "role:wire")
+		io.WriteString(w, `"seen"`)
+	}))
+	t.Cleanup(ts.Close)
+	r.addr = ts.Listener.Addr().String()
+	return r
+}
+
+// next returns the Nano-Timeout fields of the next message.
+func (r *budgetRecorder) next(t *testing.T) []string {
+	t.Helper()
+	select {
+	case v := <-r.seen:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message reached the service within 5 s")
+		return nil
+	}
+}
+
+// TestNanoTimeoutOnTheWire: ActContext sends the time left to its
+// context in whole milliseconds, rounded down, and none when its context
+// has no deadline and the client no Timeout; a server passes on the time
+// left of the budget it received, never more, and none when it received
+// none and has no UpstreamTimeout.
+func TestNanoTimeoutOnTheWire(t *testing.T) {
+	t.Parallel()
+	_, addr := startServer(t, nano.ServerOptions{UpstreamTimeout: -1})
+	rec := startBudgetRecorder(t)
+	const pattern = "role:wire"
+	registerAt(t, addr, pattern, rec.addr)
+	waitRegistered(t, addr, pattern)
+	const msg = `{"Pattern":"` + pattern + `"}`
+
+	// The deadline is half a millisecond past a whole number of them, so
+	// that rounding up would show.
+	const budget = 2*time.Second + 500*time.Microsecond
+	act := func(path callPath, timeout time.Duration, deadline bool) func(t *testing.T) (time.Duration, time.Duration) {
+		return func(t *testing.T) (before, after time.Duration) {
+			c := newClient(t, nano.ClientOptions{Server: addr, PeerTTL: path.peerTTL, Timeout: timeout})
+			ctx := t.Context()
+			if deadline {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, budget)
+				defer cancel()
+			}
+			d, _ := ctx.Deadline()
+			before = time.Until(d)
+			if _, err := c.ActContext(ctx, []byte(msg), pattern); err != nil {
+				t.Fatal(err)
+			}
+			return before, time.Until(d)
+		}
+	}
+	raw := func(t *testing.T) (time.Duration, time.Duration) {
+		sent := time.Now()
+		if status, body := do(t, http.MethodPost, "http://"+addr+"/", msg, http.Header{"Nano-Timeout": {"1500"}}); status != http.StatusOK {
+			t.Fatalf("%d %s", status, body)
+		}
+		return 1500 * time.Millisecond, 1500*time.Millisecond - time.Since(sent)
+	}
+	for _, tc := range []struct {
+		name string
+		call func(t *testing.T) (before, after time.Duration) // the time left before and after the call
+		none bool                                             // no Nano-Timeout is sent
+	}{
+		{"act direct", act(actPaths[0], -1, true), false},
+		{"act through the server", act(actPaths[1], -1, true), false},
+		{"act direct, no deadline, no Timeout", act(actPaths[0], -1, false), true},
+		{"act through the server, no deadline, no Timeout", act(actPaths[1], -1, false), true},
+		{"curl through the server", raw, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, after := tc.call(t)
+			got := rec.next(t)
+			if tc.none {
+				if len(got) != 0 {
+					t.Fatalf("Nano-Timeout %q sent for a call without a deadline", got)
+				}
+				return
+			}
+			if len(got) != 1 {
+				t.Fatalf("Nano-Timeout %q; want one field", got)
+			}
+			ms, err := strconv.ParseInt(got[0], 10, 64)
+			if err != nil {
+				t.Fatalf("Nano-Timeout %q: %v", got[0], err)
+			}
+			if ms > before.Milliseconds() || ms < after.Milliseconds() {
+				t.Errorf("Nano-Timeout %d ms; want the time left when it was sent, rounded down: from %v to %v", ms, after, before)
+			}
+		})
+	}
+}
+
+// TestServerBoundsTheCall: a server answers 504 when the budget of a
+// message, or its UpstreamTimeout, passes before the service answers,
+// without waiting for a handler that works on.
+func TestServerBoundsTheCall(t *testing.T) {
+	t.Parallel()
+	_, addr := startServer(t, nano.ServerOptions{UpstreamTimeout: 5 * time.Second})
+	_, bounded := startServer(t, nano.ServerOptions{UpstreamTimeout: 200 * time.Millisecond})
+	h := newHeldHandler()
+	h.linger = 600 * time.Millisecond
+	_, svcAddr := startHandlers(t, addr, map[string]nano.Handler{"role:linger": h.handle})
+	registerAt(t, bounded, "role:linger", svcAddr)
+	waitRegistered(t, bounded, "role:linger")
+	for _, tc := range []struct {
+		name, server string
+		header       http.Header
+	}{
+		{"Nano-Timeout", addr, http.Header{"Nano-Timeout": {"200"}}},
+		{"UpstreamTimeout", bounded, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			status, body := do(t, http.MethodPost, "http://"+tc.server+"/", `{"Pattern":"role:linger"}`, tc.header)
+			elapsed := time.Since(start)
+			if status != http.StatusGatewayTimeout {
+				t.Fatalf("got %d %s; want 504", status, body)
+			}
+			errorBody(t, body)
+			if elapsed < 200*time.Millisecond || elapsed >= 550*time.Millisecond {
+				t.Errorf("the 504 came after %v; want it soon after 200 ms", elapsed.Round(time.Millisecond))
+			}
+		})
+	}
 }
