@@ -3,6 +3,7 @@ package nano_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -159,7 +160,9 @@ func TestSpentBudget(t *testing.T) {
 // TestSpentBudgetAtTheNextHop: a handler that calls on with its context
 // after the call's deadline passed gets context.DeadlineExceeded, and the
 // next service's handler does not run, whether the call would go to a
-// cached peer or through the server.
+// cached peer or through the server. The first caller, whose deadline it
+// was, gets context.DeadlineExceeded too, though the handler's answer
+// with its Act's error may reach it before its own deadline fires.
 func TestSpentBudgetAtTheNextHop(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nano.ServerOptions{})
@@ -167,11 +170,11 @@ func TestSpentBudgetAtTheNextHop(t *testing.T) {
 		t.Run(path.name, func(t *testing.T) {
 			t.Parallel()
 			b := newDeadlineProbe()
-			patternB := "role:next,hop:" + string(rune('0'+i))
+			patternB := fmt.Sprintf("role:next,hop:%d", i)
 			startHandlers(t, addr, map[string]nano.Handler{patternB: b.handle})
 			var a atomic.Pointer[nano.Service]
 			actErr := make(chan error, 1)
-			patternA := "role:first,hop:" + string(rune('0'+i))
+			patternA := fmt.Sprintf("role:first,hop:%d", i)
 			svcA, _ := startHandlers(t, addr, map[string]nano.Handler{
 				patternA: func(ctx context.Context, req *nano.Request) ([]byte, error) {
 					late := strings.Contains(string(req.Body), "late")
@@ -310,13 +313,13 @@ func TestDeadlineNoLaterThanTheCaller(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := newDeadlineProbe()
-			patternB := "role:chain,b:" + string(rune('0'+i))
+			patternB := fmt.Sprintf("role:chain,b:%d", i)
 			startHandlers(t, addr, map[string]nano.Handler{patternB: b.handle})
 			first := patternB
 			clientTTL := tc.peerTTL
 			a := newDeadlineProbe()
 			if tc.hops == 3 {
-				first, clientTTL = "role:chain,a:"+string(rune('0'+i)), -1
+				first, clientTTL = fmt.Sprintf("role:chain,a:%d", i), -1
 				var svcA atomic.Pointer[nano.Service]
 				s, _ := startHandlers(t, addr, map[string]nano.Handler{
 					first: func(ctx context.Context, req *nano.Request) ([]byte, error) {
@@ -458,7 +461,7 @@ func TestActDeadlineErrors(t *testing.T) {
 			t.Parallel()
 			h := newHeldHandler()
 			h.linger = tc.linger
-			pattern := "role:late,case:" + string(rune('0'+i))
+			pattern := fmt.Sprintf("role:late,case:%d", i)
 			_, svcAddr := startHandlers(t, addr, map[string]nano.Handler{pattern: h.handle})
 			if tc.bounded {
 				registerAt(t, bounded, pattern, svcAddr)
