@@ -8,34 +8,65 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	nano "github.com/domWinter/go-nano"
 )
 
-// metricLine is a sample line of the Prometheus text format.
-var metricLine = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.e+Inf]+$`)
-
-// checkMetricsText fails t unless text is in the Prometheus text format,
-// and returns its sample lines.
+// checkMetricsText fails t unless text is in the Prometheus text format
+// (see parseMetrics), and returns its sample lines.
 func checkMetricsText(t *testing.T, text string) map[string]bool {
 	t.Helper()
+	parseMetrics(t, text)
 	samples := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(line, "# HELP ") || strings.HasPrefix(line, "# TYPE "):
-		case metricLine.MatchString(line):
+		if !strings.HasPrefix(line, "#") {
 			samples[line] = true
-		default:
-			t.Errorf("not a line of the text format: %q", line)
 		}
 	}
 	return samples
+}
+
+// parseMetrics reads text with Prometheus's own parser of the text format
+// and returns its metric families by name. It fails t when the parser
+// refuses the text, when a family lacks its HELP or TYPE line, or when a
+// series appears twice (which the parser leaves to its callers to check).
+func parseMetrics(t *testing.T, text string) map[string]*dto.MetricFamily {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("not in the Prometheus text format: %v\n%s", err, text)
+	}
+	for name, f := range families {
+		if f.Help == nil || f.GetType() == dto.MetricType_UNTYPED {
+			t.Errorf("%s has no HELP or no TYPE", name)
+		}
+		seen := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			labels := make([]string, 0, len(m.GetLabel()))
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			slices.Sort(labels)
+			series := name + "{" + strings.Join(labels, ",") + "}"
+			if seen[series] {
+				t.Errorf("%s appears twice", series)
+			}
+			seen[series] = true
+		}
+	}
+	return families
 }
 
 func TestServerMetrics(t *testing.T) {
