@@ -68,23 +68,29 @@ func allDigits(s string) bool {
 	return true
 }
 
-// setBudget writes into h the time left until the deadline of ctx, in
-// whole milliseconds, rounded down so that the next hop's deadline is
-// never later than this one's. It reports false, writing nothing, when
-// the deadline has passed or less than a millisecond is left: such a
-// call is not worth sending.
+// setBudget writes into h the time left until the deadline of ctx, less
+// transitAllowance, in whole milliseconds rounded down: the next hop
+// counts its budget from when the message reaches it, so the time in
+// transit must come off here for its deadline to fall no later than this
+// one's. It reports false, writing nothing, when less than a millisecond
+// would be left: such a call is not worth sending.
 func setBudget(ctx context.Context, h http.Header) bool {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return true
 	}
-	left := time.Until(deadline).Milliseconds()
+	left := (time.Until(deadline) - transitAllowance).Milliseconds()
 	if left <= 0 {
 		return false
 	}
 	h[timeoutHeader] = []string{strconv.FormatInt(left, 10)}
 	return true
 }
+
+// transitAllowance is the time a message may take from one hop to the
+// next (written, carried, read, and handed to its handler): taken off
+// the budget a call carries on.
+const transitAllowance = 5 * time.Millisecond
 
 // traceContext is the W3C Trace Context of an incoming call, kept in the
 // context of its handler so that the calls the handler makes carry it on.
