@@ -103,7 +103,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Service) handle(ctx context.Context, h *handler, req *Request) (out []byte, err error) {
 	if err := ctx.Err(); err != nil {
 		err = &libraryError{timeUp(err)}
-		s.metrics.calls.add(statusKey{h.pattern, endStatus(ctx, err)})
+		h.metrics.count(endStatus(ctx, err))
 		return nil, err
 	}
 	start := time.Now()
@@ -115,8 +115,8 @@ func (s *Service) handle(ctx context.Context, h *handler, req *Request) (out []b
 	defer func() {
 		s.metrics.inFlight.Add(-1)
 		status := endStatus(ctx, err)
-		s.metrics.calls.add(statusKey{h.pattern, status})
-		s.metrics.duration.get(h.pattern).observe(time.Since(start))
+		h.metrics.count(status)
+		h.metrics.duration.observe(time.Since(start))
 		end(status, err)
 	}()
 	out, err = s.call(ctx, h, req)

@@ -34,11 +34,27 @@ func (m *serverMetrics) count(pattern string, status int) {
 	m.requests.add(statusKey{pattern, status})
 }
 
-// serviceMetrics are a service's counters.
+// serviceMetrics are a service's counters but those of each handler,
+// which its handler holds.
 type serviceMetrics struct {
-	calls    counters[statusKey] // handler calls, by pattern and status
-	duration histograms[string]  // handler calls' time, by pattern
-	inFlight atomic.Int64        // handlers running
+	inFlight atomic.Int64 // handlers running
+}
+
+// handlerMetrics are the counters of one handler: found with the handler,
+// without a lookup. A zero handlerMetrics is ready to use.
+type handlerMetrics struct {
+	ok       atomic.Uint64 // calls answered 200
+	others   counters[int] // calls answered otherwise, by status
+	duration histogram
+}
+
+// count counts a call of the handler that answered status.
+func (m *handlerMetrics) count(status int) {
+	if status == http.StatusOK {
+		m.ok.Add(1)
+	} else {
+		m.others.add(status)
+	}
 }
 
 // clientMetrics are the counters of a client's Act calls.
@@ -76,11 +92,10 @@ const (
 
 // countAct counts an Act call of pattern p that ended with err.
 func (m *clientMetrics) countAct(p string, err error) {
-	k := outcomeKey{p, outcomeOf(err)}
-	if !m.calls.has(k) && m.calls.len() >= maxActSeries {
+	m.calls.addBounded(outcomeKey{p, outcomeOf(err)}, maxActSeries, func(k outcomeKey) outcomeKey {
 		k.pattern = ""
-	}
-	m.calls.add(k)
+		return k
+	})
 }
 
 // outcomeOf classifies the end of an Act call.
@@ -109,13 +124,21 @@ type counters[K comparable] struct {
 }
 
 // add counts one event of k.
-func (c *counters[K]) add(k K) {
+func (c *counters[K]) add(k K) { c.addBounded(k, 0, nil) }
+
+// addBounded counts one event of k; when k is new and max keys (if max is
+// positive) are counted already, it counts the event under other(k).
+func (c *counters[K]) addBounded(k K, max int, other func(K) K) {
 	c.mu.RLock()
 	n := c.m[k]
 	c.mu.RUnlock()
 	if n == nil {
 		c.mu.Lock()
-		if n = c.m[k]; n == nil {
+		if n = c.m[k]; n == nil && max > 0 && len(c.m) >= max {
+			k = other(k)
+			n = c.m[k]
+		}
+		if n == nil {
 			if c.m == nil {
 				c.m = make(map[K]*atomic.Uint64)
 			}
@@ -125,20 +148,6 @@ func (c *counters[K]) add(k K) {
 		c.mu.Unlock()
 	}
 	n.Add(1)
-}
-
-// has reports whether k was counted.
-func (c *counters[K]) has(k K) bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.m[k] != nil
-}
-
-// len returns the number of keys counted.
-func (c *counters[K]) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.m)
 }
 
 // snapshot returns the counts, dropping first the keys for which forget
@@ -185,6 +194,15 @@ type histogram struct {
 	sumNs  atomic.Int64
 }
 
+// total is the number of durations observed.
+func (h *histogram) total() uint64 {
+	var n uint64
+	for i := range h.counts {
+		n += h.counts[i].Load()
+	}
+	return n
+}
+
 func (h *histogram) observe(d time.Duration) {
 	s := d.Seconds()
 	i := 0
@@ -193,45 +211,6 @@ func (h *histogram) observe(d time.Duration) {
 	}
 	h.counts[i].Add(1)
 	h.sumNs.Add(int64(d))
-}
-
-// histograms holds a histogram per key. A zero histograms is ready to
-// use; it is safe for concurrent use.
-type histograms[K cmp.Ordered] struct {
-	mu sync.RWMutex // guards m
-	m  map[K]*histogram
-}
-
-// get returns the histogram of k.
-func (hs *histograms[K]) get(k K) *histogram {
-	hs.mu.RLock()
-	h := hs.m[k]
-	hs.mu.RUnlock()
-	if h != nil {
-		return h
-	}
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	if h = hs.m[k]; h == nil {
-		if hs.m == nil {
-			hs.m = make(map[K]*histogram)
-		}
-		h = new(histogram)
-		hs.m[k] = h
-	}
-	return h
-}
-
-// sorted returns the keys in order.
-func (hs *histograms[K]) sorted() []K {
-	hs.mu.RLock()
-	keys := make([]K, 0, len(hs.m))
-	for k := range hs.m {
-		keys = append(keys, k)
-	}
-	hs.mu.RUnlock()
-	slices.Sort(keys)
-	return keys
 }
 
 // metricsEndpoint handles GET /metrics on a server.
@@ -285,13 +264,23 @@ func (s *Service) metricsEndpoint(w http.ResponseWriter) {
 	bw := metricsWriter(w)
 	defer bw.Flush()
 	m := &s.metrics
+	var handlers []*handler
+	s.routes.each(func(_ string, h *handler) { handlers = append(handlers, h) })
 	help(bw, "nano_handler_calls_total", "counter", "Messages this service's handlers answered, by handler pattern and status (499: the caller hung up).")
-	for _, c := range m.calls.snapshot(nil, compareStatus) {
-		fmt.Fprintf(bw, "nano_handler_calls_total{pattern=\"%s\",status=\"%d\"} %d\n", labelValue(c.key.pattern), c.key.status, c.n)
+	for _, h := range handlers {
+		p := labelValue(h.pattern)
+		if n := h.metrics.ok.Load(); n > 0 {
+			fmt.Fprintf(bw, "nano_handler_calls_total{pattern=\"%s\",status=\"200\"} %d\n", p, n)
+		}
+		for _, c := range h.metrics.others.snapshot(nil, cmp.Compare[int]) {
+			fmt.Fprintf(bw, "nano_handler_calls_total{pattern=\"%s\",status=\"%d\"} %d\n", p, c.key, c.n)
+		}
 	}
 	help(bw, "nano_handler_duration_seconds", "histogram", "Time handlers took to answer, by handler pattern.")
-	for _, p := range m.duration.sorted() {
-		writeHistogram(bw, "nano_handler_duration_seconds", `pattern="`+labelValue(p)+`",`, m.duration.get(p))
+	for _, h := range handlers {
+		if h.metrics.duration.total() > 0 {
+			writeHistogram(bw, "nano_handler_duration_seconds", `pattern="`+labelValue(h.pattern)+`",`, &h.metrics.duration)
+		}
 	}
 	help(bw, "nano_handlers_in_flight", "gauge", "Handlers running now.")
 	fmt.Fprintf(bw, "nano_handlers_in_flight %d\n", m.inFlight.Load())

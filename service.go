@@ -117,7 +117,8 @@ type Service struct {
 type handler struct {
 	pattern string
 	fn      Handler
-	field   []string // pattern as the value of the Nano-Service header
+	field   []string       // pattern as the value of the Nano-Service header
+	metrics handlerMetrics // what GET /metrics shows of it
 }
 
 // Defaults of the service options.
