@@ -70,12 +70,18 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if bounded {
+	switch {
+	case !bounded:
+	case !time.Now().Before(deadline):
+		h.metrics.count(http.StatusGatewayTimeout)
+		writeError(w, timeUp(context.DeadlineExceeded))
+		return
+	case h.context:
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	out, err := s.handle(ctx, h, &Request{Body: body, Pattern: h.pattern, Header: r.Header})
+	out, err := s.run(ctx, h, &Request{Body: body, Pattern: h.pattern, Header: r.Header})
 	if err != nil {
 		if _, ours := errors.AsType[*libraryError](err); !ours {
 			w.Header().Set(errorHeader, handlerError)
@@ -97,10 +103,10 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	writeBody(w, http.StatusOK, out)
 }
 
-// handle runs the handler h for req within ctx: it refuses a call whose
+// run runs the handler h for req within ctx: it refuses a call whose
 // context ended before the handler starts (504 when its deadline passed),
 // tells the Observer, counts the call and turns a panic into an error.
-func (s *Service) handle(ctx context.Context, h *handler, req *Request) (out []byte, err error) {
+func (s *Service) run(ctx context.Context, h *handler, req *Request) (out []byte, err error) {
 	if err := ctx.Err(); err != nil {
 		err = &libraryError{timeUp(err)}
 		h.metrics.count(endStatus(ctx, err))

@@ -118,6 +118,7 @@ type handler struct {
 	pattern string
 	fn      Handler
 	field   []string       // pattern as the value of the Nano-Service header
+	context bool           // fn may use its context: it is not a bare HandlerFunc
 	metrics handlerMetrics // what GET /metrics shows of it
 }
 
@@ -276,7 +277,7 @@ func (s *Service) Handle(pattern string, fn HandlerFunc) error {
 	if fn == nil {
 		return fmt.Errorf("nano: nil handler for %q", pattern)
 	}
-	return s.HandleContext(pattern, func(_ context.Context, req *Request) ([]byte, error) { return fn(req.Body) })
+	return s.handle(pattern, func(_ context.Context, req *Request) ([]byte, error) { return fn(req.Body) }, false)
 }
 
 // HandleContext sets the handler of a pattern, as Handle does, with a
@@ -284,6 +285,13 @@ func (s *Service) Handle(pattern string, fn HandlerFunc) error {
 // caller hangs up or the call's deadline passes, and the request with its
 // body, its matched pattern and its header.
 func (s *Service) HandleContext(pattern string, fn Handler) error {
+	return s.handle(pattern, fn, true)
+}
+
+// handle sets fn, wrapped in the middleware, as the handler of pattern.
+// usesContext says whether fn reads its context: the context of a call
+// whose handler, middleware and Observer never look at it is not made.
+func (s *Service) handle(pattern string, fn Handler, usesContext bool) error {
 	p, err := parsePattern(pattern)
 	if err != nil {
 		return err
@@ -302,7 +310,8 @@ func (s *Service) HandleContext(pattern string, fn Handler) error {
 	if _, dup := s.routes.get(p); dup {
 		return fmt.Errorf("%w: %q already has a handler", ErrInvalidPattern, p)
 	}
-	s.routes.insert(p, &handler{pattern: p, fn: fn, field: []string{p}})
+	usesContext = usesContext || len(s.opts.Middleware) > 0 || s.opts.Observer != nil
+	s.routes.insert(p, &handler{pattern: p, fn: fn, field: []string{p}, context: usesContext})
 	if s.serving {
 		s.startRegistration(p)
 	}
