@@ -31,7 +31,13 @@ func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 	if c.legacyServer.Load() {
 		return nil, nil // stale: the next answer through the server renews it
 	}
-	rt, err := c.resolving.do(ctx, p, func() (*route, error) { return c.resolve(p) })
+	rt, err := c.resolving.do(ctx, p, func() (*route, error) {
+		// It runs for every caller waiting on it, so no caller's context
+		// bounds it: the client's Timeout does.
+		ctx, cancel := context.WithTimeout(context.Background(), c.resolveTimeout())
+		defer cancel()
+		return c.resolve(ctx, p)
+	})
 	switch {
 	case err == nil:
 		return rt, nil
@@ -50,16 +56,8 @@ func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 // routes p, and caches them under p until PeerTTL passes (or the TTL the
 // server announced, if shorter). A server without /resolve (the original
 // library's answers 405) is not asked again; the client then learns one
-// instance from each answer that comes through the server. It runs for
-// every caller waiting on it, so no caller's context bounds it: the
-// client's Timeout does.
-func (c *Client) resolve(p string) (*route, error) {
-	timeout := c.opts.Timeout
-	if timeout <= 0 {
-		timeout = defaultCallTimeout
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+// instance from each answer that comes through the server.
+func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.resolveURL+url.QueryEscape(p), nil)
 	if err != nil {
 		return nil, err
@@ -98,6 +96,15 @@ func (c *Client) resolve(p string) (*route, error) {
 	}
 	c.remember(rt)
 	return rt, nil
+}
+
+// resolveTimeout bounds a call to /resolve: the client's Timeout, or
+// defaultCallTimeout when it has none.
+func (c *Client) resolveTimeout() time.Duration {
+	if c.opts.Timeout > 0 {
+		return c.opts.Timeout
+	}
+	return defaultCallTimeout
 }
 
 // learn caches the service that answered a call through a server without

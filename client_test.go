@@ -408,3 +408,34 @@ func TestActWithOriginalService(t *testing.T) {
 		t.Fatalf("the service got %d calls, want 4", n)
 	}
 }
+
+// timeoutDialer is a Transport whose dials to one address time out, as
+// dials to an instance whose host no longer answers do, and that sends
+// everything else through http.DefaultTransport.
+type timeoutDialer struct{ dead string }
+
+func (d timeoutDialer) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == d.dead {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: context.DeadlineExceeded}
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestActFailsOverADialTimeout: a peer whose dial times out, while the
+// call's own context has time left, is dropped and the call goes to
+// another instance: a dial that timed out delivered nothing.
+func TestActFailsOverADialTimeout(t *testing.T) {
+	t.Parallel()
+	_, addr := startServer(t, nano.ServerOptions{})
+	dead := deadAddr(t)
+	registerAt(t, addr, "role:math,cmd:sum", dead)
+	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitInstances(t, addr, "role:math,cmd:sum", 2)
+	c := newClient(t, nano.ClientOptions{Server: addr, Transport: timeoutDialer{dead}})
+	for i := range 6 {
+		answer, err := c.ActContext(context.Background(), []byte(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`), "role:math,cmd:sum")
+		if err != nil || string(answer) != `{"Result":2}` {
+			t.Fatalf("call %d: %s %v; want the live instance's answer", i, answer, err)
+		}
+	}
+}

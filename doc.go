@@ -32,6 +32,19 @@
 // refused. It speaks plain HTTP/1.1 only; set the Transport option to an
 // http.Transport for anything else.
 //
+// A message's life is one context.Context. A Handler, set with
+// HandleContext, receives it with the Request: it ends when the caller
+// hangs up or when the call's deadline passes. The deadline travels from
+// hop to hop in the header field Nano-Timeout, the whole milliseconds
+// left (each hop takes 5 ms off for the time in transit): ActContext
+// writes it from its context, a server bounds its call to the service by
+// it and passes on what is left, and a service gives it to the handler's
+// context, so that an ActContext made with that context passes the rest
+// on. A message whose time is up is answered with 504 before any handler
+// runs. W3C Trace Context (traceparent, tracestate) travels the same way,
+// and an Observer sees every hop; docs/requests.md in the repository
+// tells the whole request model.
+//
 // Delivery is at most once: a server, or a client, sends a message to
 // another instance of its pattern only when the first one cannot have
 // received it (it could not be reached, or answered that none of its

@@ -216,12 +216,14 @@ var errTimedOut = fmt.Errorf("%w: %w", ErrTimeout, context.DeadlineExceeded)
 // delivered keeps saying so (see failover).
 func callError(ctx context.Context, err error) error {
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case ctx.Err() == context.DeadlineExceeded:
 		return fmt.Errorf("%w: %w", ErrTimeout, context.DeadlineExceeded)
-	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+	case ctx.Err() != nil:
 		return fmt.Errorf("nano: call canceled: %w", context.Canceled)
-	case failover(err):
+	case failover(err): // a dial that timed out is one too
 		return &notHandledError{fmt.Errorf("%w: %s", ErrServiceUnavailable, netReason(err))}
+	case errors.Is(err, context.DeadlineExceeded): // a time limit of the transport's own
+		return fmt.Errorf("%w: %s", ErrTimeout, netReason(err))
 	default:
 		return fmt.Errorf("%w: %s", ErrServiceUnavailable, netReason(err))
 	}
@@ -274,5 +276,8 @@ func dialFailed(err error) bool {
 // matches. Only such a call may be sent again elsewhere.
 type notHandledError struct{ err error }
 
+// Error returns the text of the failure.
 func (e *notHandledError) Error() string { return e.err.Error() }
+
+// Unwrap returns the failure.
 func (e *notHandledError) Unwrap() error { return e.err }

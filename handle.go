@@ -163,7 +163,10 @@ func endStatus(ctx context.Context, err error) int {
 // marked as the handler's in the answer.
 type libraryError struct{ err error }
 
+// Error returns the text of the error.
 func (e *libraryError) Error() string { return e.err.Error() }
+
+// Unwrap returns the error.
 func (e *libraryError) Unwrap() error { return e.err }
 
 // timeUp is the error of a call whose context ended before its handler

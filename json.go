@@ -22,7 +22,7 @@ import (
 // fn does not run. An error fn returns is answered as a Handler's is.
 func HandleJSON[In, Out any](svc *Service, pattern string, fn func(ctx context.Context, in In) (Out, error)) error {
 	if fn == nil {
-		return fmt.Errorf("nano: nil handler for %q", pattern)
+		return fmt.Errorf("%w: nil handler for %q", ErrInvalidOptions, pattern)
 	}
 	return svc.HandleContext(pattern, func(ctx context.Context, req *Request) ([]byte, error) {
 		var in In

@@ -44,6 +44,7 @@ type limitedListener struct {
 	done      chan struct{} // closed by Close: ends a wait for a slot
 }
 
+// Accept waits for a slot, then for a connection.
 func (l *limitedListener) Accept() (net.Conn, error) {
 	select {
 	case l.limit.slots <- struct{}{}:
@@ -63,6 +64,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 	return &limitedConn{Conn: c, slots: l.limit.slots}, nil
 }
 
+// Close closes the listener and ends a wait for a slot.
 func (l *limitedListener) Close() error {
 	l.closeOnce.Do(func() { close(l.done) })
 	return l.Listener.Close()
@@ -75,6 +77,7 @@ type limitedConn struct {
 	release sync.Once
 }
 
+// Close closes the connection and gives its slot back, once.
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.release.Do(func() { <-c.slots })

@@ -59,7 +59,7 @@ func (m *handlerMetrics) count(status int) {
 
 // clientMetrics are the counters of a client's Act calls.
 type clientMetrics struct {
-	calls counters[outcomeKey] // by pattern (at most maxActPatterns) and outcome
+	calls counters[outcomeKey] // by pattern and outcome, at most maxActSeries of them
 }
 
 // statusKey labels a count by pattern and status.

@@ -189,20 +189,25 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, pattern string, r
 		}
 		h["Trailer"] = []string{strings.Join(names, ", ")}
 	}
-	s.metrics.count(pattern, resp.StatusCode)
 	out.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
 	// Through Write only: an answer that fits the writer's buffer then
 	// leaves in one write with its head.
-	if _, err := io.CopyBuffer(writerOnly{w}, resp.Body, *buf); err != nil {
+	cw := clientWriter{w: w}
+	if _, err := io.CopyBuffer(&cw, resp.Body, *buf); err != nil {
 		// The status is sent: abort the connection so that the client
 		// sees a truncated answer rather than a complete-looking one.
 		s.log.Debug("nano: relaying an answer failed", "pattern", pattern, "error", err)
-		out.err = fmt.Errorf("%w: %q: the answer broke off", ErrServiceUnavailable, pattern)
+		out.status, out.err = http.StatusBadGateway, fmt.Errorf("%w: %q: the answer broke off", ErrServiceUnavailable, pattern)
+		if cw.err != nil { // the client's side broke, not the service's
+			out.status, out.err = statusClientClosed, fmt.Errorf("nano: the client left: %w", context.Canceled)
+		}
+		s.metrics.count(pattern, out.status)
 		panic(http.ErrAbortHandler)
 	}
+	s.metrics.count(pattern, resp.StatusCode)
 	for k, vv := range resp.Trailer {
 		h[k] = vv
 	}
@@ -238,7 +243,9 @@ const statusClientClosed = 499
 var errNoHandler = &notHandledError{fmt.Errorf("%w: no handler", ErrNoService)}
 
 // outbound returns the request that carries a message to the service at
-// addr.
+// addr. It has no GetBody, so that no transport can send it again: an
+// http.Transport would resend a request that carries an Idempotency-Key
+// after its connection failed with the request written.
 func outbound(ctx context.Context, addr string, header http.Header, body []byte) *http.Request {
 	m := &message{url: url.URL{Scheme: "http", Host: addr, Path: "/"}}
 	m.body.Reset(body)
@@ -250,7 +257,6 @@ func outbound(ctx context.Context, addr string, header http.Header, body []byte)
 		ProtoMinor:    1,
 		Header:        header,
 		Body:          messageBody{&m.body},
-		GetBody:       func() (io.ReadCloser, error) { return messageBody{bytes.NewReader(body)}, nil },
 		ContentLength: int64(len(body)),
 		Host:          addr,
 	}
@@ -268,10 +274,24 @@ type message struct {
 // messageBody is the body of a message on its way to a service.
 type messageBody struct{ *bytes.Reader }
 
+// Close does nothing: the message's bytes are the caller's.
 func (messageBody) Close() error { return nil }
 
-// writerOnly hides every method of a writer but Write.
-type writerOnly struct{ io.Writer }
+// clientWriter writes an answer to the client, through Write only, and
+// keeps the error of a write that failed.
+type clientWriter struct {
+	w   io.Writer
+	err error // the first error of Write
+}
+
+// Write writes p to the client.
+func (c *clientWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
 
 // copyBuffers hold the buffers that relay copies answers through.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -374,5 +375,34 @@ func TestProxyFailsOverUndeliveredMessages(t *testing.T) {
 				tt.run(t, path.open(t, addr), fmt.Sprintf("role:failover,case:%d,path:%d", i, j))
 			})
 		}
+	}
+}
+
+// TestProxyAtMostOnceThroughHTTPTransport: with an http.Transport as the
+// server's Transport, a message that carries an Idempotency-Key is still
+// sent once: http.Transport resends such a request after its kept
+// connection failed with the request written, unless the request cannot
+// be read again.
+func TestProxyAtMostOnceThroughHTTPTransport(t *testing.T) {
+	t.Parallel()
+	_, addr := startServer(t, nano.ServerOptions{Transport: &http.Transport{}})
+	svc := startScripted(t, func(c net.Conn, n int, body string) bool {
+		if strings.Contains(body, "second") {
+			return false // read it, then close without answering
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	registerAt(t, addr, "role:once", svc.addr)
+	waitInstances(t, addr, "role:once", 1)
+	key := http.Header{"Idempotency-Key": {"k1"}}
+	if status, body := do(t, http.MethodPost, "http://"+addr+"/", `{"Pattern":"role:once","n":"first"}`, key); status != http.StatusOK {
+		t.Fatalf("first message: %d %s", status, body)
+	}
+	if status, _ := do(t, http.MethodPost, "http://"+addr+"/", `{"Pattern":"role:once","n":"second"}`, key); status != http.StatusBadGateway {
+		t.Errorf("second message: %d; want 502", status)
+	}
+	if n := svc.delivered("second"); n != 1 {
+		t.Fatalf("the second message was delivered %d times; want once", n)
 	}
 }

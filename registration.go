@@ -58,9 +58,18 @@ func (s *Service) startRegistration(p string) {
 // retries after 100 ms, doubling the wait up to RetryInterval. A server
 // that refuses the registration (a wrong token, say) is not asked again.
 func (s *Service) registerLoop(p string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.abort: // Shutdown's ctx ended: cut a registration short
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	retry, failures, registered := firstRetry, 0, false
 	for {
-		ttl, err := s.registerOnce(p)
+		ttl, err := s.registerOnce(ctx, p)
 		wait := retry
 		switch {
 		case err == nil:
@@ -104,25 +113,15 @@ func heartbeat(ttl time.Duration) time.Duration {
 }
 
 // registerOnce sends one registration of p to the server and returns the
-// TTL the server announced, zero if it did not.
-func (s *Service) registerOnce(p string) (time.Duration, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.abort:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+// TTL the server announced, zero if it did not. It returns ErrClosed when
+// ctx ended it.
+func (s *Service) registerOnce(ctx context.Context, p string) (time.Duration, error) {
 	data, err := s.control(ctx, "/register", p)
 	if err != nil {
-		select {
-		case <-s.abort:
+		if ctx.Err() != nil {
 			return 0, ErrClosed
-		default:
-			return 0, err
 		}
+		return 0, err
 	}
 	var answer struct{ TTL float64 }
 	json.Unmarshal(data, &answer) // the original server answers with no body
@@ -137,7 +136,13 @@ func (s *Service) registerOnce(p string) (time.Duration, error) {
 // that announced a TTL get it: on a server of the original library,
 // /deregister would be taken for a message and routed to a handler.
 func (s *Service) deregisterAll(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, deregisterTimeout)
+	limit := deregisterTimeout
+	if ctx.Err() != nil {
+		// Shutdown's ctx has ended: deregistering still spares the
+		// servers a failed call to this instance, so try, briefly.
+		ctx, limit = context.WithoutCancel(ctx), lateDeregisterTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var wg sync.WaitGroup
 	s.routes.each(func(p string, _ *handler) {

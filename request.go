@@ -22,9 +22,9 @@ type Request struct {
 }
 
 // Handler handles a message with its context: ctx ends when the caller
-// hangs up or the deadline the call carries passes (see Nano-Timeout in
-// the package documentation), and an Act made with it carries that
-// deadline and the caller's trace context on. It returns the body of the
+// hangs up or the deadline the call carries passes (Nano-Timeout, see the
+// package documentation), and an Act made with it carries that deadline
+// and the caller's trace context on. It returns the body of the
 // answer, or an error answered as HandlerFunc's are.
 type Handler func(ctx context.Context, req *Request) ([]byte, error)
 

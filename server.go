@@ -43,9 +43,10 @@ type ServerOptions struct {
 	// answered with 413. Zero means 4 MiB; negative means no limit.
 	MaxBodyBytes int64
 	// MaxHeaderBytes limits the request line and headers of a request
-	// (larger ones are answered with 431), and the status line and headers
-	// of a service's answer (larger ones are answered with 502). Zero means
-	// 1 MiB; negative means no limit.
+	// (larger ones are answered with 431), and, with the default
+	// Transport, the status line and headers of a service's answer
+	// (larger ones are answered with 502). Zero means 1 MiB; negative means
+	// no limit.
 	MaxHeaderBytes int
 	// MaxConns bounds the connections the server holds open at once: at
 	// the bound, new connections wait until one closes. Zero means 10 000;
@@ -131,8 +132,9 @@ type Server struct {
 
 	metrics serverMetrics // what GET /metrics shows
 
-	closeOnce sync.Once // runs Shutdown
-	closeErr  error     // set by the first Shutdown
+	closeOnce sync.Once     // runs Shutdown
+	closeErr  error         // set by the first Shutdown
+	finished  chan struct{} // closed when the first Shutdown returns
 }
 
 // Defaults of the server options.
@@ -189,6 +191,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
 		resyncNow: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
+		finished:  make(chan struct{}),
 	}
 	s.endpoint = newEndpoint(http.HandlerFunc(s.serveHTTP), httpOptions{
 		readHeaderTimeout: opts.ReadHeaderTimeout,
@@ -287,17 +290,20 @@ func listenAddr(addr string) error {
 	return nil
 }
 
-// Listen serves on the port given to NewServer and blocks. It returns when
-// the server is shut down; on any other failure (the port is taken, say) it
+// Listen serves on the port given to NewServer and blocks. It returns once
+// Shutdown has returned; on any other failure (the port is taken, say) it
 // logs the error and exits the process with status 1.
 func (s *Server) Listen() {
 	if err := s.ListenAndServe(); err != nil && !errors.Is(err, ErrClosed) {
 		fatal(s.log, "nano: server failed", err)
 	}
+	<-s.finished
 }
 
-// ListenAndServe listens on opts.Addr and serves until Shutdown, when it
-// returns ErrClosed.
+// ListenAndServe listens on opts.Addr and serves until Shutdown begins,
+// when it returns ErrClosed at once, as http.Server's does: a program must
+// wait for Shutdown to return before it exits, or the requests in flight
+// are cut short.
 func (s *Server) ListenAndServe() error {
 	l, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
@@ -307,8 +313,9 @@ func (s *Server) ListenAndServe() error {
 }
 
 // Serve accepts connections on l and serves them with net/http's
-// http.Server until Shutdown, when it returns ErrClosed. It closes l when
-// it returns. It may be called for several listeners at once.
+// http.Server until Shutdown begins, when it returns ErrClosed at once (see
+// ListenAndServe). It closes l when it returns. It may be called for
+// several listeners at once.
 func (s *Server) Serve(l net.Listener) error {
 	s.log.Info("nano: server listening", "addr", l.Addr().String(), "registry", s.registryName())
 	return s.endpoint.serve(l)
@@ -321,18 +328,34 @@ func (s *Server) Handler() http.Handler { return s.endpoint }
 
 // Shutdown stops the server gracefully: it stops accepting connections and
 // waits for the requests in flight to finish, or for ctx to end, when it
-// closes their connections, which cancels them; it waits for the last
-// handler to return before it stops keeping the mirror in step and closes
-// the registry connection. It returns ctx's error if ctx ended first. It
-// is idempotent; later calls to Serve return ErrClosed.
+// closes their connections, which cancels them. Once the last handler has
+// returned (handlers run by an http.Server of your own through Handler
+// included), it stops keeping the mirror in step and closes the registry
+// connection: never under a running handler. If ctx ends first, Shutdown
+// returns ctx's error and that release happens later, when the last
+// handler returns. Shutdown is idempotent; later calls to Serve return
+// ErrClosed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() {
+		defer close(s.finished)
 		err := s.endpoint.shutdown(ctx)
-		s.endpoint.wait() // the handlers use the registry
-		close(s.stop)
-		s.loops.Wait()
-		closeIdle(s.transport)
-		s.closeErr = errors.Join(err, s.reg.close())
+		released := make(chan error, 1)
+		go func() {
+			s.endpoint.wait() // the handlers use the registry
+			close(s.stop)
+			s.loops.Wait()
+			closeIdle(s.transport)
+			released <- s.reg.close()
+		}()
+		select {
+		case rerr := <-released:
+			s.closeErr = errors.Join(err, rerr)
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			s.closeErr = err
+		}
 	})
 	return s.closeErr
 }

@@ -98,7 +98,8 @@ type Service struct {
 	client   *Client                      // carries Act calls
 	routes   mirror[*handler]             // pattern -> handler
 	self     atomic.Pointer[Registration] // advertised address, once known
-	done     chan struct{}                // closed by Shutdown: ends registration loops and Add
+	done     chan struct{}                // closed by Shutdown: ends registration loops
+	finished chan struct{}                // closed when the first Shutdown returns: ends Add
 	abort    chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
 	acked    atomic.Bool                  // the server announced a TTL, so it has /deregister
 	pending  atomic.Int64                 // patterns not registered yet
@@ -124,10 +125,11 @@ type handler struct {
 
 // Defaults of the service options.
 const (
-	defaultRetryInterval = 5 * time.Second
-	defaultWriteTimeout  = time.Minute
-	firstRetry           = 100 * time.Millisecond
-	deregisterTimeout    = 5 * time.Second
+	defaultRetryInterval  = 5 * time.Second
+	defaultWriteTimeout   = time.Minute
+	firstRetry            = 100 * time.Millisecond
+	deregisterTimeout     = 5 * time.Second
+	lateDeregisterTimeout = time.Second // once Shutdown's context has ended
 )
 
 // NewService returns a service reached at serviceAddress:servicePort that
@@ -176,11 +178,12 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		opts:   opts,
-		log:    opts.Logger,
-		client: client,
-		done:   make(chan struct{}),
-		abort:  make(chan struct{}),
+		opts:     opts,
+		log:      opts.Logger,
+		client:   client,
+		done:     make(chan struct{}),
+		finished: make(chan struct{}),
+		abort:    make(chan struct{}),
 	}
 	s.endpoint = newEndpoint(http.HandlerFunc(s.serveHTTP), httpOptions{
 		readHeaderTimeout: opts.ReadHeaderTimeout,
@@ -236,9 +239,9 @@ func (o ServiceOptions) withDefaults() (ServiceOptions, error) {
 
 // Add registers handle for pattern, serves it and blocks, as in the
 // original library: the first Add listens on the service's port and
-// returns only when the service is shut down; an Add called while the
-// service already serves (from another goroutine) registers its pattern and
-// blocks likewise.
+// returns only once Shutdown has returned, the requests in flight drained;
+// an Add called while the service already serves (from another goroutine)
+// registers its pattern and blocks likewise.
 //
 // If the pattern is not valid or the port cannot be listened on, Add logs
 // the error and exits the process with status 1; use Handle and
@@ -254,13 +257,12 @@ func (s *Service) Add(pattern string, handle func([]byte) ([]byte, error)) {
 	first := !s.adding && !s.serving
 	s.adding = true
 	s.mu.Unlock()
-	if !first {
-		<-s.done
-		return
+	if first {
+		if err := s.ListenAndServe(); err != nil && !errors.Is(err, ErrClosed) {
+			fatal(s.log, "nano: service failed", err)
+		}
 	}
-	if err := s.ListenAndServe(); err != nil && !errors.Is(err, ErrClosed) {
-		fatal(s.log, "nano: service failed", err)
-	}
+	<-s.finished
 }
 
 // Handle sets the handler of a pattern, a HandlerFunc that receives the
@@ -275,7 +277,7 @@ func (s *Service) Add(pattern string, handle func([]byte) ([]byte, error)) {
 // handler, and with ErrClosed after Shutdown.
 func (s *Service) Handle(pattern string, fn HandlerFunc) error {
 	if fn == nil {
-		return fmt.Errorf("nano: nil handler for %q", pattern)
+		return fmt.Errorf("%w: nil handler for %q", ErrInvalidOptions, pattern)
 	}
 	return s.handle(pattern, func(_ context.Context, req *Request) ([]byte, error) { return fn(req.Body) }, false)
 }
@@ -297,7 +299,7 @@ func (s *Service) handle(pattern string, fn Handler, usesContext bool) error {
 		return err
 	}
 	if fn == nil {
-		return fmt.Errorf("nano: nil handler for %q", p)
+		return fmt.Errorf("%w: nil handler for %q", ErrInvalidOptions, p)
 	}
 	for i := len(s.opts.Middleware) - 1; i >= 0; i-- {
 		fn = s.opts.Middleware[i](fn)
@@ -380,20 +382,21 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	s.closed = true
 	serving := s.serving
 	s.mu.Unlock()
+	defer close(s.finished)
 
 	// Let a registration in flight finish before deregistering, or it
 	// could land after the deregistration and bring the instance back.
 	close(s.done)
-	finished := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
 		s.loops.Wait()
-		close(finished)
+		close(stopped)
 	}()
 	select {
-	case <-finished:
+	case <-stopped:
 	case <-ctx.Done():
 		close(s.abort)
-		<-finished
+		<-stopped
 	}
 	if serving && s.acked.Load() {
 		s.deregisterAll(ctx)

@@ -346,3 +346,41 @@ func TestShutdownSparesOriginalServers(t *testing.T) {
 		t.Fatalf("sent %d deregistrations to a server without /deregister", paths["/deregister"])
 	}
 }
+
+// TestAddReturnsAfterTheDrain: the original API's Add blocks until the
+// service has shut down with its requests in flight answered, so that a
+// program whose main returns after Add does not cut them short.
+func TestAddReturnsAfterTheDrain(t *testing.T) {
+	t.Parallel()
+	_, serverAddr := startServer(t, nano.ServerOptions{})
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, serverPort, _ := net.SplitHostPort(serverAddr)
+	svc := nano.NewService("127.0.0.1", port, host, atoi(serverPort))
+	entered := make(chan struct{})
+	returned := make(chan time.Time, 1)
+	go func() {
+		svc.Add("role:slow", func([]byte) ([]byte, error) {
+			close(entered)
+			time.Sleep(300 * time.Millisecond)
+			return []byte(`"done"`), nil
+		})
+		returned <- time.Now()
+	}()
+	waitRegistered(t, serverAddr, "role:slow")
+	answered := make(chan time.Time, 1)
+	go func() {
+		post(t, "http://"+serverAddr+"/", `{"Pattern":"role:slow"}`)
+		answered <- time.Now()
+	}()
+	<-entered
+	if err := svc.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a, r := <-answered, <-returned
+	if r.Before(a.Add(-50 * time.Millisecond)) {
+		t.Fatalf("Add returned %v before the message in flight was answered", a.Sub(r))
+	}
+}

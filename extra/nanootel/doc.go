@@ -7,8 +7,10 @@
 // ("nano.proxy PATTERN", kind Server), each message a service handles
 // ("nano.handle PATTERN", kind Server) and each call of Act
 // ("nano.act PATTERN", kind Client). PATTERN is the registered pattern
-// that routes the message, or for Act the pattern the caller gave, so
-// span names stay few however many messages there are. The span context
+// that routes the message, so proxy and handle span names stay few
+// however many messages there are; for Act it is the pattern the caller
+// gave, as few as the program's own calls (build it from input, and the
+// names grow with it). The span context
 // travels with each message in its header, written and read by the
 // propagator, so a message that goes through a server and two services
 // makes one trace:
