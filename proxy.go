@@ -307,19 +307,25 @@ var hopHeaders = []string{
 // within ctx: the client's end-to-end fields, with application/json unless
 // the client named a Content-Type, the time left to ctx in Nano-Timeout,
 // and what the Observer carries. It reports false when ctx has no time
-// left. The header shares its values with the client's, which a
-// RoundTripper only reads.
+// left. When the client's header has nothing to drop and a Content-Type,
+// it is that header itself, given the fields to set (the message's
+// request is this handler's own, and a RoundTripper only reads it);
+// otherwise a new header that shares the client's values.
 func (s *Server) outboundHeader(ctx context.Context, h http.Header) (http.Header, bool) {
 	named := connectionNamed(h)
-	out := make(http.Header, len(h)+2)
-	for k, vv := range h {
-		if !hopByHop(k, named) && k != timeoutHeader {
-			out[k] = vv
+	out := h
+	if named != nil || len(h["Content-Type"]) == 0 || slices.ContainsFunc(hopHeaders, func(k string) bool { return h[k] != nil }) {
+		out = make(http.Header, len(h)+2)
+		for k, vv := range h {
+			if !hopByHop(k, named) {
+				out[k] = vv
+			}
+		}
+		if len(out["Content-Type"]) == 0 {
+			out["Content-Type"] = jsonContentType
 		}
 	}
-	if len(out["Content-Type"]) == 0 {
-		out["Content-Type"] = jsonContentType
-	}
+	delete(out, timeoutHeader)
 	if !setBudget(ctx, out) {
 		return nil, false
 	}
