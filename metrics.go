@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -250,6 +251,7 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 	var per []live
 	s.routes.each(func(rt *route) { per = append(per, live{rt.pattern, rt.liveCount(now)}) })
 	slices.SortFunc(per, func(a, b live) int { return strings.Compare(a.pattern, b.pattern) })
+	writeProcess(bw)
 	help(bw, "nano_patterns", "gauge", "Patterns in this server's mirror of the registry.")
 	fmt.Fprintf(bw, "nano_patterns %d\n", len(per))
 	help(bw, "nano_instances", "gauge", "Live instances of each pattern in this server's mirror.")
@@ -282,12 +284,20 @@ func (s *Service) metricsEndpoint(w http.ResponseWriter) {
 			writeHistogram(bw, "nano_handler_duration_seconds", `pattern="`+labelValue(h.pattern)+`",`, &h.metrics.duration)
 		}
 	}
+	writeProcess(bw)
 	help(bw, "nano_handlers_in_flight", "gauge", "Handlers running now.")
 	fmt.Fprintf(bw, "nano_handlers_in_flight %d\n", m.inFlight.Load())
 	help(bw, "nano_act_calls_total", "counter", "Calls this service made with Act, by pattern and outcome (ok, error, no_service, timeout, canceled, unavailable).")
 	for _, c := range s.client.metrics.calls.snapshot(nil, compareOutcome) {
 		fmt.Fprintf(bw, "nano_act_calls_total{pattern=\"%s\",outcome=\"%s\"} %d\n", labelValue(c.key.pattern), c.key.outcome, c.n)
 	}
+}
+
+// writeProcess writes the gauges of the process a server or service runs
+// in, under the names the Prometheus Go client gives them.
+func writeProcess(w *bufio.Writer) {
+	help(w, "go_goroutines", "gauge", "Goroutines of the process.")
+	fmt.Fprintf(w, "go_goroutines %d\n", runtime.NumGoroutine())
 }
 
 // metricsWriter sets the Content-Type of the text format and returns a
