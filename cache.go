@@ -75,7 +75,7 @@ func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
 		c.legacyServer.Store(true)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, errorFromResponse(resp.StatusCode, data, false)
+		return nil, errorFromResponse(resp.StatusCode, data, "")
 	}
 	var res resolution
 	if err := json.Unmarshal(data, &res); err != nil {

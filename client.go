@@ -30,6 +30,9 @@ type ClientOptions struct {
 	// MaxResponseBytes limits the size of an answer. Zero means 4 MiB;
 	// negative means no limit.
 	MaxResponseBytes int64
+	// Outliers configures the ejection of cached instances that fail again
+	// and again (see Outliers); its zero value is the defaults.
+	Outliers Outliers
 	// Observer, if not nil, is told of every call and writes what the
 	// call's context carries into its header (see Observer). Nil means
 	// a call made with the context a Handler received carries on the W3C
@@ -62,6 +65,7 @@ type Client struct {
 	resolving  flight[*route]    // merges concurrent resolves of a pattern
 	closed     atomic.Bool       // set by Close
 	metrics    clientMetrics     // Act calls, shown by a service's GET /metrics
+	outliers   outlierDetector   // ejects cached instances that fail again and again
 
 	legacyServer atomic.Bool // the server has no /resolve
 }
@@ -86,6 +90,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.Logger = slog.Default()
 	}
 	return &Client{
+		outliers:   outlierDetector{opts: opts.Outliers.withDefaults(), log: opts.Logger},
 		opts:       opts,
 		log:        opts.Logger,
 		transport:  orDefault(opts.Transport, defaultMaxHeaderBytes),
@@ -129,7 +134,10 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (an
 	if err != nil {
 		return nil, err
 	}
+	own := false // the call's deadline is the client's Timeout, not the caller's
 	if c.opts.Timeout > 0 {
+		deadline, bounded := ctx.Deadline()
+		own = !bounded || time.Now().Add(c.opts.Timeout).Before(deadline)
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
 		defer cancel()
@@ -146,7 +154,7 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (an
 			return nil, err
 		}
 		if rt != nil {
-			if payload, err, done := c.callPeers(ctx, p, rt, body); done {
+			if payload, err, done := c.callPeers(ctx, p, rt, body, own); done {
 				return payload, err
 			}
 		}
@@ -183,30 +191,57 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// callPeers sends the message to the instances of rt in round-robin
-// order. An instance that cannot be reached or no longer handles the
-// pattern is dropped and the next one tried; done is false when none
-// answered, and the call should go through the server. An instance whose
-// answer is not a service's is dropped too, but the call fails: it may
-// have been handled.
-func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte) (payload []byte, err error, done bool) {
-	n, first := len(rt.instances), rt.start()
-	for i := range n {
-		in := rt.instances[(first+i)%n]
-		env, err := c.post(ctx, in.addr, false, body)
-		if err == nil {
-			return env.Payload, nil, true
+// callPeers sends the message to an instance of rt: the less busy of two
+// live ones taken at random (balance.go). An instance that cannot be
+// reached counts against it (outlier detection) and the next one is
+// tried; one that no longer handles the pattern leaves the cache. done is
+// false when none answered, and the call should go through the server.
+// An instance whose answer is not a service's leaves the cache too, but
+// the call fails: it may have been handled. own says that ctx's deadline
+// is the client's Timeout: an instance that misses it is to blame.
+func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte, own bool) (payload []byte, err error, done bool) {
+	now := time.Now().UnixNano()
+	pk := picker{r: rt, expiry: now, now: now}
+	for {
+		i, st, ok := pk.next()
+		if !ok {
+			return nil, nil, false
 		}
-		if failover(err) || errors.Is(err, errNotService) {
-			if c.peers.remove(p, in.addr, time.Time{}) {
-				c.log.Debug("nano: dropped cached peer", "pattern", p, "address", in.addr, "error", err)
+		addr := rt.instances[i].addr
+		st.inFlight.Add(1)
+		env, err := c.post(ctx, addr, false, body)
+		st.inFlight.Add(-1)
+		switch {
+		case err == nil:
+			c.outliers.succeeded(rt, addr, st)
+			return env.Payload, nil, true
+		case errors.Is(err, errNotService), failover(err) && !dialFailed(err): // not a service, or no handler for p
+			if c.peers.remove(p, addr, time.Time{}) {
+				c.log.Debug("nano: dropped cached peer", "pattern", p, "address", addr, "error", err)
+			}
+		case ctx.Err() == nil && failover(err):
+			c.outliers.failed(rt, addr, st, time.Now().UnixNano(), true, err)
+		case ctx.Err() == nil || own && ctx.Err() == context.DeadlineExceeded:
+			if gatewayFailure(err) {
+				c.outliers.failed(rt, addr, st, time.Now().UnixNano(), false, err)
+			} else {
+				c.outliers.succeeded(rt, addr, st)
 			}
 		}
 		if !failover(err) || ctx.Err() != nil {
 			return nil, err, true
 		}
 	}
-	return nil, nil, false
+}
+
+// gatewayFailure reports whether a call's err is the failure of the
+// instance itself: no answer, or a 502, 503 or 504 that no handler chose.
+func gatewayFailure(err error) bool {
+	e, ok := errors.AsType[*Error](err)
+	if !ok {
+		return true
+	}
+	return !errors.Is(err, ErrHandler) && (e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout)
 }
 
 // post sends body to http://addr/ and decodes the envelope of the answer;

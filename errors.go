@@ -51,6 +51,10 @@ var (
 	// where one that unwraps to, say, ErrInvalidMessage came from the
 	// library.
 	ErrHandler = errors.New("nano: handler failed")
+	// ErrNoInstance reports that a registered pattern matches, but none of
+	// its instances can be reached now (HTTP 503, with Retry-After): as
+	// opposed to ErrNoService, nothing is registered for it.
+	ErrNoInstance = errors.New("nano: no instance of the service can be reached")
 	// ErrClosed reports a call on a Server, Service or Client that was shut down.
 	ErrClosed = errors.New("nano: closed")
 	// ErrInvalidOptions reports options a constructor cannot work with.
@@ -143,6 +147,7 @@ var sentinels = []struct {
 	{ErrHandler, http.StatusInternalServerError},
 	{ErrServiceUnavailable, http.StatusBadGateway},
 	{ErrRegistryUnavailable, http.StatusServiceUnavailable},
+	{ErrNoInstance, http.StatusServiceUnavailable},
 	{ErrClosed, http.StatusServiceUnavailable},
 	{ErrRegistryFull, http.StatusInsufficientStorage},
 	{ErrTimeout, http.StatusGatewayTimeout},
@@ -190,16 +195,20 @@ func publicMessage(err error) string {
 }
 
 // errorFromResponse turns an error answer into an *Error that unwraps to
-// ErrHandler when a handler chose it, else to the sentinel of its status.
-func errorFromResponse(status int, body []byte, byHandler bool) *Error {
+// ErrHandler when a handler chose it (by is the answer's Nano-Error),
+// ErrNoInstance when a server found no instance to reach, else to the
+// sentinel of its status.
+func errorFromResponse(status int, body []byte, by string) *Error {
 	var eb errorBody
 	if json.Unmarshal(body, &eb) != nil || eb.Error == "" {
 		eb.Error = http.StatusText(status)
 	}
 	e := &Error{Status: status, Message: eb.Error, Err: sentinelFor(status)}
 	switch {
-	case byHandler:
+	case by == handlerError:
 		e.Err = ErrHandler
+	case by == noInstanceError:
+		e.Err = ErrNoInstance
 	case status == http.StatusGatewayTimeout:
 		e.Err = errTimedOut
 	}

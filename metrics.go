@@ -110,7 +110,7 @@ func outcomeOf(err error) string {
 		return outcomeTimeout
 	case errors.Is(err, context.Canceled):
 		return outcomeCanceled
-	case errors.Is(err, ErrServiceUnavailable), errors.Is(err, ErrRegistryUnavailable), errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrServiceUnavailable), errors.Is(err, ErrNoInstance), errors.Is(err, ErrRegistryUnavailable), errors.Is(err, ErrClosed):
 		return outcomeUnavailable
 	}
 	return outcomeError
@@ -236,8 +236,10 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 	help(bw, "nano_upstream_duration_seconds", "histogram", "Time from sending a message to a service to the head of its answer.")
 	writeHistogram(bw, "nano_upstream_duration_seconds", "", &m.upstream)
 
-	help(bw, "nano_failovers_total", "counter", "Instances dropped from the mirror for refusing a message or having no handler for it; the message went on to the next instance, if any.")
+	help(bw, "nano_failovers_total", "counter", "Messages sent on to another instance because the one tried could not be reached or had no handler for them.")
 	fmt.Fprintf(bw, "nano_failovers_total %d\n", m.failovers.Load())
+	help(bw, "nano_ejections_total", "counter", "Instances ejected for failing again and again (outlier detection).")
+	fmt.Fprintf(bw, "nano_ejections_total %d\n", s.outliers.ejections.Load())
 	help(bw, "nano_registry_errors_total", "counter", "Calls to the registry (Redis) that failed.")
 	fmt.Fprintf(bw, "nano_registry_errors_total %d\n", m.registryErrors.Load())
 	help(bw, "nano_registry_ready", "gauge", "1 while the registry answers, 0 while it does not.")
@@ -245,11 +247,12 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 
 	now := s.now()
 	type live struct {
-		pattern string
-		n       int
+		pattern    string
+		n, ejected int
 	}
 	var per []live
-	s.routes.each(func(rt *route) { per = append(per, live{rt.pattern, rt.liveCount(now)}) })
+	wall := time.Now().UnixNano()
+	s.routes.each(func(rt *route) { per = append(per, live{rt.pattern, rt.liveCount(now), ejectedCount(rt, wall)}) })
 	slices.SortFunc(per, func(a, b live) int { return strings.Compare(a.pattern, b.pattern) })
 	writeProcess(bw)
 	help(bw, "nano_patterns", "gauge", "Patterns in this server's mirror of the registry.")
@@ -257,6 +260,12 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 	help(bw, "nano_instances", "gauge", "Live instances of each pattern in this server's mirror.")
 	for _, c := range per {
 		fmt.Fprintf(bw, "nano_instances{pattern=\"%s\"} %d\n", labelValue(c.pattern), c.n)
+	}
+	help(bw, "nano_ejected_instances", "gauge", "Live instances ejected now, of the patterns that have any.")
+	for _, c := range per {
+		if c.ejected > 0 {
+			fmt.Fprintf(bw, "nano_ejected_instances{pattern=\"%s\"} %d\n", labelValue(c.pattern), c.ejected)
+		}
 	}
 }
 
@@ -287,6 +296,8 @@ func (s *Service) metricsEndpoint(w http.ResponseWriter) {
 	writeProcess(bw)
 	help(bw, "nano_handlers_in_flight", "gauge", "Handlers running now.")
 	fmt.Fprintf(bw, "nano_handlers_in_flight %d\n", m.inFlight.Load())
+	help(bw, "nano_act_ejections_total", "counter", "Instances this service's Act ejected for failing again and again (outlier detection).")
+	fmt.Fprintf(bw, "nano_act_ejections_total %d\n", s.client.outliers.ejections.Load())
 	help(bw, "nano_act_calls_total", "counter", "Calls this service made with Act, by pattern and outcome (ok, error, no_service, timeout, canceled, unavailable).")
 	for _, c := range s.client.metrics.calls.snapshot(nil, compareOutcome) {
 		fmt.Fprintf(bw, "nano_act_calls_total{pattern=\"%s\",outcome=\"%s\"} %d\n", labelValue(c.key.pattern), c.key.outcome, c.n)

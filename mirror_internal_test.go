@@ -2,6 +2,7 @@ package nano
 
 import (
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -146,25 +147,92 @@ func filledMirror(n int) *mirror[*route] {
 	return m
 }
 
-// TestRouteTableKeepsRoundRobin: renewals and removals replace a route;
-// the turn of its instances carries on instead of starting over, or the
-// first instance would take the traffic of a busy pattern.
-func TestRouteTableKeepsRoundRobin(t *testing.T) {
+// TestRouteTableKeepsInstanceStates: renewals and removals replace a
+// route; what is known of its instances (messages in flight, ejections)
+// carries over, and the states of removed instances go with them.
+func TestRouteTableKeepsInstanceStates(t *testing.T) {
 	var tb routeTable
 	later := time.Now().Add(time.Hour)
-	tb.merge("p", member{"a:1", later}, member{"b:1", later}, member{"c:1", later}, member{"d:1", later})
+	tb.merge("p", member{"a:1", later}, member{"b:1", later}, member{"c:1", later})
 	r, _ := tb.get("p")
-	r.start()
-	r.start() // the next call starts at index 2
-	tb.merge("p", member{"a:1", later.Add(time.Minute)})
+	a, c := r.state("a:1"), r.state("c:1")
+	a.inFlight.Add(3)
+	tb.merge("p", member{"a:1", later.Add(time.Minute)}, member{"d:1", later})
 	r, _ = tb.get("p")
-	if got := r.start(); got != 2 {
-		t.Fatalf("after a renewal the turn starts at %d; want 2", got)
+	if r.state("a:1") != a || r.state("a:1").inFlight.Load() != 3 {
+		t.Fatal("a renewal lost the state of an instance")
 	}
-	tb.remove("p", "d:1", time.Time{})
+	tb.remove("p", "c:1", time.Time{})
 	r, _ = tb.get("p")
-	if got := r.start(); got != 0 { // position 3 of 3 instances wraps to 0
-		t.Fatalf("after a removal the turn starts at %d; want 0", got)
+	if states := r.states.Load(); states == nil || (*states)["c:1"] != nil || (*states)["a:1"] != a {
+		t.Fatalf("after a removal the states are %v; want a:1's kept and c:1's gone", states)
+	}
+	if r.state("c:1") == c {
+		t.Fatal("a removed instance kept its state")
+	}
+}
+
+// TestPickerPrefersTheLessBusy: of two instances, the one with fewer
+// messages in flight gets the message; an ejected one gets none while
+// another is left; every live instance is tried once at most.
+func TestPickerPrefersTheLessBusy(t *testing.T) {
+	var tb routeTable
+	now := time.Now()
+	tb.merge("p", member{"busy:1", now.Add(time.Hour)}, member{"idle:1", now.Add(time.Hour)})
+	r, _ := tb.get("p")
+	r.state("busy:1").inFlight.Add(5)
+	for range 50 {
+		p := picker{r: r, expiry: now.UnixNano(), now: now.UnixNano()}
+		if i, _, _ := p.next(); r.instances[i].addr != "idle:1" {
+			t.Fatalf("picked %s with 5 in flight over an idle instance", r.instances[i].addr)
+		}
+	}
+	r.state("busy:1").inFlight.Add(-5)
+	r.state("idle:1").ejectedUntil.Store(now.Add(time.Minute).UnixNano())
+	p := picker{r: r, expiry: now.UnixNano(), now: now.UnixNano()}
+	first, _, _ := p.next()
+	second, _, ok := p.next()
+	if r.instances[first].addr != "busy:1" || !ok || r.instances[second].addr != "idle:1" {
+		t.Fatalf("picked %v then %v; want the instance not ejected first, the ejected one last", r.instances[first].addr, r.instances[second].addr)
+	}
+	if _, _, ok := p.next(); ok || p.more() {
+		t.Fatal("an instance was offered twice")
+	}
+}
+
+// TestOutlierEjection: failures in a row eject an instance for a time that
+// grows with each ejection; never the last instance of a pattern.
+func TestOutlierEjection(t *testing.T) {
+	var tb routeTable
+	now := time.Now()
+	tb.merge("p", member{"a:1", now.Add(time.Hour)}, member{"b:1", now.Add(time.Hour)})
+	r, _ := tb.get("p")
+	d := outlierDetector{opts: Outliers{MaxFailures: 3, EjectionTime: time.Second}.withDefaults(), log: slog.New(slog.DiscardHandler)}
+	a, b := r.state("a:1"), r.state("b:1")
+	t0 := now.UnixNano()
+	for range 2 {
+		d.failed(r, "a:1", a, t0, false, nil)
+	}
+	if a.ejected(t0) {
+		t.Fatal("ejected after 2 failures of 3")
+	}
+	d.failed(r, "a:1", a, t0, false, nil)
+	if !a.ejected(t0) || a.ejected(t0+int64(time.Second)) {
+		t.Fatal("not ejected for one second after 3 failures")
+	}
+	d.failed(r, "b:1", b, t0, true, nil) // refused: at once, but a:1 is out already
+	if b.ejected(t0) {
+		t.Fatal("the last instance of the pattern was ejected")
+	}
+	t1 := t0 + int64(2*time.Second) // a:1 is back, and fails again
+	for range 3 {
+		d.failed(r, "a:1", a, t1, false, nil)
+	}
+	if !a.ejected(t1+int64(1500*time.Millisecond)) || a.ejected(t1+int64(2*time.Second)) {
+		t.Fatal("a second ejection does not last twice as long")
+	}
+	if n := d.ejections.Load(); n != 2 {
+		t.Fatalf("%d ejections counted; want 2", n)
 	}
 }
 

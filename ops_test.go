@@ -331,7 +331,7 @@ func (l *logLines) len() int {
 }
 
 // TestServerLogs checks the server's log at the default level: a line per
-// registration, deregistration, expiry and failover, none per message.
+// registration, deregistration, expiry and ejection, none per message.
 func TestServerLogs(t *testing.T) {
 	lines := &logLines{}
 	_, addr := startServer(t, nano.ServerOptions{Logger: slog.New(lines), TTL: 300 * time.Millisecond})
@@ -352,18 +352,23 @@ func TestServerLogs(t *testing.T) {
 	eventually(t, "the deregistration is logged", func() bool { return lines.count("service deregistered") == 1 })
 
 	// An instance that registers and dies: its registration expires; and
-	// one that refuses connections: the server fails over.
+	// two that refuse connections: the server tries both, ejects one (the
+	// other stays, or the pattern would be empty) and answers 503.
 	dead, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, body := post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:gone","ServiceAddress":"127.0.0.1:%d"}`, dead))
-	if status != 200 {
-		t.Fatalf("register: %d %s", status, body)
+	for _, a := range []string{fmt.Sprintf("127.0.0.1:%d", dead), deadAddr(t)} {
+		status, body := post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:gone","ServiceAddress":%q}`, a))
+		if status != 200 {
+			t.Fatalf("register: %d %s", status, body)
+		}
 	}
-	post(t, "http://"+addr+"/", `{"Pattern":"role:gone"}`)
-	if n := lines.count("instance failed"); n != 1 {
-		t.Errorf("%d lines for one failover", n)
+	if status, _ := post(t, "http://"+addr+"/", `{"Pattern":"role:gone"}`); status != http.StatusServiceUnavailable {
+		t.Errorf("both instances refusing: %d; want 503", status)
+	}
+	if n := lines.count("instance ejected"); n != 1 {
+		t.Errorf("%d lines for one ejection", n)
 	}
 	post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:expiring","ServiceAddress":"127.0.0.1:%d"}`, dead))
 	eventually(t, "the expiry is logged", func() bool { return lines.count("registration expired") >= 1 })

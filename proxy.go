@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,10 +55,10 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "", err)
 		return
 	}
-	ctx, cancel := s.upstreamContext(r.Context(), deadline, bounded)
+	ctx, cancel, own := s.upstreamContext(r.Context(), deadline, bounded)
 	defer cancel()
 	ctx, end := observe(ctx, s.opts.Observer, OpProxy, rt.pattern, r.Header)
-	var out outcome
+	out := outcome{ownDeadline: own}
 	defer func() { end(out.status, out.err) }()
 	s.forward(ctx, w, r, rt, body, &out)
 }
@@ -65,23 +66,26 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 // outcome is how a proxied message ended: the status answered and the
 // error, if any.
 type outcome struct {
-	status int
-	err    error
+	status      int
+	err         error
+	ownDeadline bool // the call's deadline is UpstreamTimeout, not the client's budget
 }
 
 // upstreamContext returns the context of the call to a service: ctx
 // bounded by the budget the message came with, if any (bounded, until
-// deadline), and by UpstreamTimeout, whichever ends first.
-func (s *Server) upstreamContext(ctx context.Context, deadline time.Time, bounded bool) (context.Context, context.CancelFunc) {
+// deadline), and by UpstreamTimeout, whichever ends first; own reports
+// that UpstreamTimeout does, so that a service that misses it is to blame.
+func (s *Server) upstreamContext(ctx context.Context, deadline time.Time, bounded bool) (_ context.Context, _ context.CancelFunc, own bool) {
 	if s.opts.UpstreamTimeout > 0 {
 		if limit := time.Now().Add(s.opts.UpstreamTimeout); !bounded || limit.Before(deadline) {
-			deadline, bounded = limit, true
+			deadline, bounded, own = limit, true, true
 		}
 	}
 	if !bounded {
-		return ctx, func() {}
+		return ctx, func() {}, false
 	}
-	return context.WithDeadline(ctx, deadline)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	return ctx, cancel, own
 }
 
 // resolve finds the route of a canonical pattern: from the mirror, or on
@@ -114,55 +118,99 @@ func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
 }
 
 // forward sends the message to an instance of rt within ctx and relays
-// its answer, and records in out how the message ended. Instances are
-// tried in round-robin order. The message goes on to the next instance
-// only when the last one cannot have received it: it could not be reached
-// (a dial error; a kept connection found closed before writing is
-// replaced inside the transport), or it answered that none of its
-// handlers matches, and is dropped from the mirror. Any other failure is
-// the caller's: a message that may have reached a handler is never sent
-// twice. A message whose time is up before it is sent gets 504.
+// its answer, and records in out how the message ended. Each instance to
+// try is the less busy of two live ones taken at random (balance.go). The
+// message goes on to another instance only when the last one cannot have
+// received it: it could not be reached (a dial error; a kept connection
+// found closed before writing is replaced inside the transport), or it
+// answered that none of its handlers matches, when it leaves the mirror.
+// Any other failure is the caller's: a message that may have reached a
+// handler is never sent twice. Failures count against the instance
+// (outlier detection); when every instance failed, the answer is 503. A
+// message whose time is up before it is sent gets 504.
 func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, rt *route, body []byte, out *outcome) {
 	now := s.now()
-	live := rt.liveCount(now)
-	if live == 0 { // all expired since resolve looked
+	if !rt.live(now) { // all expired since resolve looked
 		s.failWith(w, r, rt.pattern, fmt.Errorf("%w %q", ErrNoService, rt.pattern), out)
 		return
 	}
-	n, first := len(rt.instances), rt.start()
-	for i := range n {
-		in := rt.instances[(first+i)%n]
-		if !in.liveAt(now) {
-			continue
+	p := picker{r: rt, expiry: now, now: time.Now().UnixNano()}
+	for {
+		i, st, ok := p.next()
+		if !ok {
+			break
 		}
-		live--
+		addr := rt.instances[i].addr
 		header, ok := s.outboundHeader(ctx, r.Header)
 		if !ok {
 			s.failWith(w, r, rt.pattern, callError(ctx, context.DeadlineExceeded), out)
 			return
 		}
-		sent := time.Now()
-		resp, err := s.transport.RoundTrip(outbound(ctx, in.addr, header, body))
-		if err == nil {
-			s.metrics.upstream.observe(time.Since(sent))
-			if live == 0 || resp.Header.Get(errorHeader) != noHandlerError {
-				s.relay(w, r, rt.pattern, resp, out)
-				return
-			}
-			resp.Body.Close()
-			err = errNoHandler
-		}
-		if !failover(err) || ctx.Err() != nil {
-			s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", in.addr, "error", err)
-			s.failWith(w, r, rt.pattern, callError(ctx, err), out)
+		err, done := s.try(ctx, w, r, rt, addr, st, header, body, p.more(), out)
+		if done {
 			return
 		}
 		s.metrics.failovers.Add(1)
-		if s.routes.remove(rt.pattern, in.addr, time.Now().Add(s.opts.TTL)) {
-			s.log.Warn("nano: instance failed, trying another", "pattern", rt.pattern, "address", in.addr, "error", err)
+		if errors.Is(err, errNoHandler) {
+			if s.routes.remove(rt.pattern, addr, time.Now().Add(s.opts.TTL)) {
+				s.log.Info("nano: instance no longer handles the pattern", "pattern", rt.pattern, "address", addr)
+			}
+			continue
 		}
+		s.log.Debug("nano: instance could not be reached, trying another", "pattern", rt.pattern, "address", addr, "error", err)
+		s.outliers.failed(rt, addr, st, p.now, dialFailed(err), err)
 	}
-	s.failWith(w, r, rt.pattern, fmt.Errorf("%w: %q: no instance answered", ErrServiceUnavailable, rt.pattern), out)
+	w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter(rt, p.now)/time.Second)))
+	w.Header().Set(errorHeader, noInstanceError)
+	s.failWith(w, r, rt.pattern, fmt.Errorf("%w: %q: no instance answered", ErrNoInstance, rt.pattern), out)
+}
+
+// try sends the message to the instance at addr of rt, whose state is
+// st, and relays its answer. It reports done when the message got its
+// answer, relayed or an error, and otherwise the error of a call that
+// reached no handler, so that the message may go to another instance:
+// one that could not be reached, or, when another is left (more), one
+// that has no handler for it.
+func (s *Server) try(ctx context.Context, w http.ResponseWriter, r *http.Request, rt *route, addr string, st *instanceState, header http.Header, body []byte, more bool, out *outcome) (error, bool) {
+	st.inFlight.Add(1)
+	defer st.inFlight.Add(-1)
+	sent := time.Now()
+	resp, err := s.transport.RoundTrip(outbound(ctx, addr, header, body))
+	if err == nil {
+		s.metrics.upstream.observe(time.Since(sent))
+		if more && resp.Header.Get(errorHeader) == noHandlerError {
+			resp.Body.Close()
+			return errNoHandler, false
+		}
+		defer s.judge(rt, addr, st, resp, out) // also when relay aborts
+		s.relay(w, r, rt.pattern, resp, out)
+		return nil, true
+	}
+	if failover(err) && ctx.Err() == nil {
+		return err, false
+	}
+	s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", addr, "error", err)
+	if r.Context().Err() == nil && (ctx.Err() == nil || out.ownDeadline) {
+		s.outliers.failed(rt, addr, st, time.Now().UnixNano(), false, err) // the client did not cause it
+	}
+	s.failWith(w, r, rt.pattern, callError(ctx, err), out)
+	return err, true
+}
+
+// judge records against the instance at addr of rt, whose state is st,
+// how its answer went: a gateway error of its own (502, 503 or 504 that no
+// handler chose), or an answer it broke off, is a failure; any other
+// answer a success.
+func (s *Server) judge(rt *route, addr string, st *instanceState, resp *http.Response, out *outcome) {
+	switch {
+	case out.status == statusClientClosed:
+	case out.status == http.StatusBadGateway && out.err != nil, // broke off
+		(resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout) &&
+			resp.Header.Get(errorHeader) != handlerError:
+		s.outliers.failed(rt, addr, st, time.Now().UnixNano(), false, fmt.Errorf("answered %d", resp.StatusCode))
+	default:
+		s.outliers.succeeded(rt, addr, st)
+	}
 }
 
 // relay copies a service's answer to the client: its status, its

@@ -182,7 +182,7 @@ func (s *Service) control(ctx context.Context, path, p string) ([]byte, error) {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return nil, errorFromResponse(resp.StatusCode, data, false)
+		return nil, errorFromResponse(resp.StatusCode, data, "")
 	}
 	return data, nil
 }

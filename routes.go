@@ -22,20 +22,14 @@ func newInstance(addr string, expires time.Time) instance {
 // nanoseconds).
 func (in instance) liveAt(now int64) bool { return now < in.expires }
 
-// route is a registered pattern and its instances. Only its round-robin
-// position changes: a change of instances replaces the route in its table,
-// so a reader never sees a slice being modified.
+// route is a registered pattern and its instances. A change of instances
+// replaces the route in its table, so a reader never sees a slice being
+// modified; the states of the instances (balance.go) carry over.
 type route struct {
 	pattern   string
-	instances []instance    // never empty in a table
-	next      atomic.Uint32 // round-robin position
-	refresh   int64         // clients: when to resolve the pattern again, in Unix nanoseconds
-}
-
-// start returns the index of the instance to try first, advancing the
-// round robin.
-func (r *route) start() int {
-	return int((r.next.Add(1) - 1) % uint32(len(r.instances)))
+	instances []instance                     // never empty in a table
+	states    atomic.Pointer[instanceStates] // made on first use
+	refresh   int64                          // clients: when to resolve the pattern again, in Unix nanoseconds
 }
 
 // live reports whether the route has an instance that has not expired at
@@ -140,15 +134,16 @@ func (t *routeTable) merged(p string, old *route, members []member) (*route, boo
 	if len(r.instances) == 0 {
 		return nil, false
 	}
+	r.inheritStates(old)
 	return r, added
 }
 
 // successor returns a new, empty route to replace old (which may be nil),
-// carrying on its round-robin position and refresh time.
+// carrying on its refresh time; the caller gives it instances, then
+// calls inheritStates.
 func (t *routeTable) successor(p string, old *route) *route {
 	r := &route{pattern: p}
 	if old != nil {
-		r.next.Store(old.next.Load())
 		r.refresh = old.refresh
 	}
 	return r
@@ -195,6 +190,7 @@ func (t *routeTable) renewAll(until time.Time) {
 		for i := range r.instances {
 			r.instances[i].expires = max(r.instances[i].expires, until.UnixNano())
 		}
+		r.inheritStates(old)
 		t.m.insert(p, r)
 	})
 }
@@ -259,6 +255,7 @@ func (t *routeTable) removeLocked(p string, drop func(instance) bool) int {
 	default:
 		r := t.successor(p, old)
 		r.instances = kept
+		r.inheritStates(old)
 		t.m.insert(p, r)
 		return n
 	}

@@ -92,6 +92,9 @@ type ServerOptions struct {
 	// once through Redis pub/sub). Zero means 10 seconds; negative turns
 	// the periodic reload off. It does not apply to the embedded registry.
 	ResyncInterval time.Duration
+	// Outliers configures the ejection of instances that fail again and
+	// again (see Outliers); its zero value is the defaults.
+	Outliers Outliers
 	// Observer, if not nil, is told of every message the server proxies
 	// and writes what the message's context carries into the header of
 	// its call to the service (see Observer). Nil means the header fields
@@ -123,6 +126,7 @@ type Server struct {
 	routes    routeTable        // mirror of reg, answers the hot path
 	misses    flight[*route]    // merges concurrent registry lookups
 	transport http.RoundTripper // carries every proxied call
+	outliers  outlierDetector   // ejects instances that fail again and again
 	endpoint  *endpoint         // serves the connections given to Serve
 	ready     atomic.Bool       // the registry answered when last asked
 	readyMu   sync.Mutex        // serializes the changes of ready
@@ -189,6 +193,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		opts:      opts,
 		log:       opts.Logger,
 		transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
+		outliers:  outlierDetector{opts: opts.Outliers.withDefaults(), log: opts.Logger},
 		resyncNow: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		finished:  make(chan struct{}),

@@ -123,7 +123,7 @@ func TestServerErrorStatuses(t *testing.T) {
 		{"handler panic", "POST", "/", `{"Pattern":"role:panic"}`, 500, "handler failed"},
 		{"handler status out of range", "POST", "/", `{"Pattern":"role:odd"}`, 500, "odd status"},
 		{"handler error with status 200", "POST", "/", `{"Pattern":"role:ok"}`, 500, "not ok"},
-		{"service down", "POST", "/", `{"Pattern":"role:gone"}`, 502, "service unavailable"},
+		{"service down", "POST", "/", `{"Pattern":"role:gone"}`, 503, "no instance"},
 		{"service slow", "POST", "/", `{"Pattern":"role:slow"}`, 504, "timed out"},
 		{"bad registration", "POST", "/register", `{"Pattern":"a","ServiceAddress":"http://x/","ServicePort":1}`, 400, "ServiceAddress"},
 		{"registration without pattern", "POST", "/register", `{"ServiceAddress":"127.0.0.1:1"}`, 400, "invalid pattern"},

@@ -68,6 +68,10 @@ type ServiceOptions struct {
 	// metrics, recovery from panics) runs outside all of them. Nil means
 	// none.
 	Middleware []func(next Handler) Handler
+	// Outliers configures the ejection of the instances Act calls directly
+	// when they fail again and again (see Outliers); its zero value is the
+	// defaults.
+	Outliers Outliers
 	// Observer, if not nil, is told of every message the service handles
 	// and every call its Act makes, and carries their context on (see
 	// Observer). Nil means the service passes on the W3C Trace Context
@@ -170,6 +174,7 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		Server:    opts.Server,
 		Timeout:   opts.CallTimeout,
 		PeerTTL:   opts.PeerTTL,
+		Outliers:  opts.Outliers,
 		Observer:  opts.Observer,
 		Transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
 		Logger:    opts.Logger,

@@ -121,11 +121,14 @@ const (
 
 // errorHeader tells who answered with an error: a service's 404 for a
 // message none of its handlers matches says "no-handler"; an error a
-// handler returned says "handler". Errors of the library have none.
+// handler returned says "handler"; a server's 503 when no instance of a
+// registered pattern could be reached says "no-instance". Other errors of
+// the library have none.
 const (
-	errorHeader    = "Nano-Error"
-	noHandlerError = "no-handler"
-	handlerError   = "handler"
+	errorHeader     = "Nano-Error"
+	noHandlerError  = "no-handler"
+	handlerError    = "handler"
+	noInstanceError = "no-instance" // a server's 503: no instance of the pattern answered
 )
 
 // envelopeInHeaderValue is the value of the Nano-Envelope field of the
@@ -205,7 +208,7 @@ func decodeAnswer(status int, header http.Header, data []byte) (envelope, error)
 	var env envelope
 	if status < 200 || status > 299 {
 		by := header.Get(errorHeader)
-		err := errorFromResponse(status, data, by == handlerError)
+		err := errorFromResponse(status, data, by)
 		if by == noHandlerError {
 			return env, &notHandledError{err}
 		}
