@@ -38,8 +38,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	m, err := s.reg.register(ctx, reg, s.opts.TTL)
 	if err != nil {
+		// One line when the outage starts (setReady) and one when it ends,
+		// with the count: not one per renewal refused meanwhile.
 		s.setReady(false, err)
-		s.log.Warn("nano: registration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
+		s.failedRegistrations.Add(1)
+		s.log.Debug("nano: registration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
 		writeError(w, err)
 		return
 	}
@@ -95,24 +98,31 @@ func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Regis
 	}
 	if !s.authorized(r) {
 		closeUnread(w, r)
-		writeError(w, errTokenRequired)
+		s.refuseRegistration(w, r, errTokenRequired)
 		return reg, false
 	}
 	body, err := readBody(w, r, registrationLimit(s.opts.MaxBodyBytes))
 	if err != nil {
 		closeUnread(w, r)
-		writeError(w, err)
+		s.refuseRegistration(w, r, err)
 		return reg, false
 	}
 	if err := json.Unmarshal(body, &reg); err != nil {
-		writeError(w, fmt.Errorf("%w: %v", ErrInvalidMessage, err))
+		s.refuseRegistration(w, r, fmt.Errorf("%w: %v", ErrInvalidMessage, err))
 		return reg, false
 	}
 	if reg, err = reg.normalize(); err != nil {
-		writeError(w, err)
+		s.refuseRegistration(w, r, err)
 		return reg, false
 	}
 	return reg, true
+}
+
+// refuseRegistration answers a registration or deregistration the server
+// will not take, and logs it with the address it came from.
+func (s *Server) refuseRegistration(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Warn("nano: registration refused", "path", r.URL.Path, "from", r.RemoteAddr, "status", statusOf(err), "error", publicMessage(err))
+	writeError(w, err)
 }
 
 // errTokenRequired answers a request that needs the token and lacks it.

@@ -31,6 +31,8 @@ type registry interface {
 	// expire drops the instances that expired before now (Unix
 	// nanoseconds), where the registry does not drop them by itself.
 	expire(now int64)
+	// ping reports whether the registry answers.
+	ping(ctx context.Context) error
 	// close releases the registry's connections.
 	close() error
 }
@@ -88,6 +90,8 @@ func (r *memRegistry) shared() bool { return false }
 func (r *memRegistry) watch(stop <-chan struct{}, _ func(event), _ func()) { <-stop }
 
 func (r *memRegistry) expire(now int64) { r.t.sweep(now) }
+
+func (r *memRegistry) ping(context.Context) error { return nil }
 
 func (r *memRegistry) close() error { return nil }
 

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis/v8"
@@ -23,7 +25,8 @@ type redisRegistry struct {
 }
 
 // newRedisRegistry connects to Redis and checks that it answers.
-func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string) (*redisRegistry, error) {
+func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string, log *slog.Logger) (*redisRegistry, error) {
+	routeRedisLog(log)
 	o := *opts
 	rdb := newUniversalClient(&o)
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -31,6 +34,35 @@ func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix 
 		return nil, fmt.Errorf("%w: redis %s: %v", ErrRegistryUnavailable, strings.Join(o.Addrs, ","), err)
 	}
 	return &redisRegistry{rdb: rdb, prefix: prefix}, nil
+}
+
+// go-redis writes lines of its own (a broken connection dropped, a
+// subscription made again) through one logger per process. The first
+// server with a Redis registry gives it redisLog, which passes the lines
+// on to the Logger of the most recent such server, at warning level, so
+// that a JSON log stays JSON.
+var (
+	redisLog     redisLogger
+	redisLogOnce sync.Once
+)
+
+// routeRedisLog makes go-redis's lines go to log.
+func routeRedisLog(log *slog.Logger) {
+	redisLog.log.Store(log)
+	redisLogOnce.Do(func() { redis.SetLogger(&redisLog) })
+}
+
+// redisLogger is go-redis's logger: it passes each line on to a
+// *slog.Logger. It is safe for concurrent use.
+type redisLogger struct {
+	log atomic.Pointer[slog.Logger]
+}
+
+// Printf logs a line of go-redis's.
+func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	if log := l.log.Load(); log != nil {
+		log.WarnContext(ctx, "nano: redis: "+fmt.Sprintf(format, v...))
+	}
 }
 
 // newUniversalClient is redis.NewUniversalClient, except that a Cluster
@@ -295,6 +327,13 @@ func (r *redisRegistry) watch(stop <-chan struct{}, apply func(event), missed fu
 			}
 		}
 	}
+}
+
+func (r *redisRegistry) ping(ctx context.Context) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	}
+	return nil
 }
 
 func (r *redisRegistry) close() error { return r.rdb.Close() }

@@ -104,7 +104,10 @@ type ServerOptions struct {
 	// pool of kept-alive HTTP/1.1 connections, which runs each call on
 	// the request's goroutine (see the package documentation).
 	Transport http.RoundTripper
-	// Logger receives the server's logs. Nil means slog.Default().
+	// Logger receives the server's logs. Nil means slog.Default(). The
+	// lines go-redis writes of its own go there too, at warning level:
+	// go-redis has one logger per process, which follows the most recent
+	// server created with a Redis registry.
 	Logger *slog.Logger
 }
 
@@ -120,19 +123,20 @@ type ServerOptions struct {
 // A Server is safe for concurrent use. Create one with NewServer or
 // NewServerWithOptions: the zero Server is not usable.
 type Server struct {
-	opts      ServerOptions     // with defaults applied
-	log       *slog.Logger      // opts.Logger
-	reg       registry          // the source of truth
-	routes    routeTable        // mirror of reg, answers the hot path
-	misses    flight[*route]    // merges concurrent registry lookups
-	transport http.RoundTripper // carries every proxied call
-	outliers  outlierDetector   // ejects instances that fail again and again
-	endpoint  *endpoint         // serves the connections given to Serve
-	ready     atomic.Bool       // the registry answered when last asked
-	readyMu   sync.Mutex        // serializes the changes of ready
-	resyncNow chan struct{}     // asks the maintenance loop for a resync
-	stop      chan struct{}     // closed by Shutdown: ends the loops
-	loops     sync.WaitGroup    // maintenance and subscription loops
+	opts                ServerOptions     // with defaults applied
+	log                 *slog.Logger      // opts.Logger
+	reg                 registry          // the source of truth
+	routes              routeTable        // mirror of reg, answers the hot path
+	misses              flight[*route]    // merges concurrent registry lookups
+	transport           http.RoundTripper // carries every proxied call
+	outliers            outlierDetector   // ejects instances that fail again and again
+	endpoint            *endpoint         // serves the connections given to Serve
+	ready               atomic.Bool       // the registry answered when last asked
+	failedRegistrations atomic.Int64      // registrations refused since the registry stopped answering
+	readyMu             sync.Mutex        // serializes the changes of ready
+	resyncNow           chan struct{}     // asks the maintenance loop for a resync
+	stop                chan struct{}     // closed by Shutdown: ends the loops
+	loops               sync.WaitGroup    // maintenance and subscription loops
 
 	metrics serverMetrics // what GET /metrics shows
 
@@ -216,7 +220,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), opts.RegistryTimeout)
 	defer cancel()
-	r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix)
+	r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix, opts.Logger)
 	if err != nil {
 		return nil, err
 	}

@@ -24,23 +24,46 @@ func (s *Server) maintain() {
 	}()
 	sweep := time.NewTicker(min(time.Second, s.opts.TTL/10))
 	defer sweep.Stop()
-	var resync <-chan time.Time
+	var resync, ping <-chan time.Time
 	if s.reg.shared() && s.opts.ResyncInterval > 0 {
 		t := time.NewTicker(s.opts.ResyncInterval)
 		defer t.Stop()
 		resync = t.C
+	}
+	if s.reg.shared() {
+		t := time.NewTicker(readinessInterval)
+		defer t.Stop()
+		ping = t.C
 	}
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-sweep.C:
 			s.sweep(s.now())
+		case <-ping:
+			s.checkRegistry(ctx)
 		case <-resync:
 			s.resyncLogged(ctx)
 		case <-s.resyncNow:
 			s.resyncLogged(ctx)
 		}
 	}
+}
+
+// readinessInterval is how often a server asks a shared registry whether
+// it answers, so that /readyz follows it within about twice that.
+const readinessInterval = time.Second
+
+// checkRegistry asks the registry whether it answers, within a second at
+// most, and records the answer.
+func (s *Server) checkRegistry(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, min(s.opts.RegistryTimeout, readinessInterval))
+	defer cancel()
+	err := s.reg.ping(ctx)
+	if ctx.Err() == context.Canceled && err != nil { // shutting down
+		return
+	}
+	s.setReady(err == nil, err)
 }
 
 // resync merges every live instance of the registry into the mirror. It
@@ -86,7 +109,7 @@ func (s *Server) apply(ev event) {
 	switch ev.Op {
 	case "register":
 		if s.routes.merge(p, member{ev.ServiceAddress, time.UnixMilli(ev.Expires)}) {
-			s.log.Debug("nano: instance learnt", "pattern", p, "address", ev.ServiceAddress)
+			s.log.Info("nano: service registered", "pattern", p, "address", ev.ServiceAddress)
 		}
 	case "deregister":
 		if s.routes.remove(p, ev.ServiceAddress, time.Now().Add(s.opts.TTL)) {
@@ -137,9 +160,10 @@ func (s *Server) setReady(ready bool, cause error) {
 		// then does expiry resume.
 		s.routes.renewAll(time.Now().Add(s.opts.TTL))
 		s.ready.Store(true)
-		s.log.Info("nano: registry reachable again")
+		s.log.Info("nano: registry reachable again", "failed_registrations", s.failedRegistrations.Swap(0))
 		return
 	}
+	s.failedRegistrations.Store(0)
 	s.ready.Store(false)
 	s.log.Warn("nano: registry unreachable; routing from the mirror", "error", cause)
 }
