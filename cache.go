@@ -58,13 +58,9 @@ func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 // library's answers 405) is not asked again; the client then learns one
 // instance from each answer that comes through the server.
 func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.resolveURL+url.QueryEscape(p), nil)
+	resp, err := c.askServers(ctx, p)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := c.transport.RoundTrip(req)
-	if err != nil {
-		return nil, callError(ctx, err)
 	}
 	defer resp.Body.Close()
 	data, err := readAnswer(resp.Body, c.opts.MaxResponseBytes)
@@ -96,6 +92,29 @@ func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
 	}
 	c.remember(rt)
 	return rt, nil
+}
+
+// askServers sends GET /resolve for p to the current server, and on to the
+// next while a server cannot be reached.
+func (c *Client) askServers(ctx context.Context, p string) (*http.Response, error) {
+	var last error
+	for range c.servers.len() {
+		addr := c.servers.current()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/resolve?pattern="+url.QueryEscape(p), nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.transport.RoundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		last = callError(ctx, err)
+		if !failoverFromServer(last) {
+			return nil, last
+		}
+		c.servers.failed(addr)
+	}
+	return nil, last
 }
 
 // resolveTimeout bounds a call to /resolve: the client's Timeout, or

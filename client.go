@@ -17,6 +17,9 @@ type ClientOptions struct {
 	// Server is the host:port of the nano server that routes calls to
 	// peers not yet known. Required.
 	Server string
+	// Servers are more nano servers, host:port each, to fall back on in
+	// turn when the current one does not answer. Nil means none.
+	Servers []string
 	// Timeout bounds one call of Act, including a fallback to the server.
 	// Zero means 30 seconds; negative means no timeout beyond the context's.
 	Timeout time.Duration
@@ -60,7 +63,7 @@ type Client struct {
 	opts       ClientOptions     // with defaults applied
 	log        *slog.Logger      // opts.Logger
 	transport  http.RoundTripper // carries every call
-	resolveURL string            // the server's /resolve?pattern=
+	servers    *serverList       // Server, then Servers
 	peers      routeTable        // exact pattern -> its instances (cache.go)
 	resolving  flight[*route]    // merges concurrent resolves of a pattern
 	closed     atomic.Bool       // set by Close
@@ -81,6 +84,11 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if err := dialAddr(opts.Server); err != nil {
 		return nil, fmt.Errorf("%w: ClientOptions.Server: %v", ErrInvalidOptions, err)
 	}
+	for _, s := range opts.Servers {
+		if err := dialAddr(s); err != nil {
+			return nil, fmt.Errorf("%w: ClientOptions.Servers: %v", ErrInvalidOptions, err)
+		}
+	}
 	opts.Timeout = durationOr(opts.Timeout, defaultCallTimeout)
 	opts.PeerTTL = durationOr(opts.PeerTTL, defaultPeerTTL)
 	if opts.MaxResponseBytes == 0 {
@@ -94,7 +102,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts:       opts,
 		log:        opts.Logger,
 		transport:  orDefault(opts.Transport, defaultMaxHeaderBytes),
-		resolveURL: "http://" + opts.Server + "/resolve?pattern=",
+		servers:    newServerList(append([]string{opts.Server}, opts.Servers...)),
 	}, nil
 }
 
@@ -159,7 +167,7 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (an
 			}
 		}
 	}
-	env, err := c.post(ctx, c.opts.Server, c.legacyServer.Load(), body)
+	env, err := c.viaServer(ctx, body)
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +175,27 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (an
 		c.learn(p, *env.Service)
 	}
 	return env.Payload, nil
+}
+
+// viaServer sends the message through the current server, and on to the
+// next while a server cannot be reached: it has not had the message.
+func (c *Client) viaServer(ctx context.Context, body []byte) (env envelope, err error) {
+	for range c.servers.len() {
+		addr := c.servers.current()
+		env, err = c.post(ctx, addr, c.legacyServer.Load(), body)
+		if !failoverFromServer(err) {
+			return env, err
+		}
+		c.servers.failed(addr)
+	}
+	return env, err
+}
+
+// failoverFromServer reports whether a call to a server failed without
+// reaching it.
+func failoverFromServer(err error) bool {
+	_, ok := errors.AsType[*notHandledError](err)
+	return ok && !errors.Is(err, ErrNoService)
 }
 
 // answerStatus is the status of the answer that ended a call with err: 200

@@ -69,7 +69,8 @@ func (s *Service) registerLoop(p string) {
 	}()
 	retry, failures, registered := firstRetry, 0, false
 	for {
-		ttl, err := s.registerOnce(ctx, p)
+		server := s.client.servers.current()
+		ttl, err := s.registerOnce(ctx, server, p)
 		wait := retry
 		switch {
 		case err == nil:
@@ -77,19 +78,20 @@ func (s *Service) registerLoop(p string) {
 				s.pending.Add(-1)
 			}
 			if !registered || failures > 0 {
-				s.log.Info("nano: pattern registered", "pattern", p, "server", s.opts.Server, "failed_attempts", failures)
+				s.log.Info("nano: pattern registered", "pattern", p, "server", server, "failed_attempts", failures)
 			}
 			registered, failures, retry = true, 0, firstRetry
 			wait = heartbeat(ttl)
 		case errors.Is(err, ErrClosed):
 			return
 		case permanent(err):
-			s.log.Error("nano: server refused registration", "pattern", p, "server", s.opts.Server, "error", err)
+			s.log.Error("nano: server refused registration", "pattern", p, "server", server, "error", err)
 			return
 		default:
 			failures++
+			s.client.servers.failed(server) // the next attempt asks the next server, if any
 			if failures == 1 {
-				s.log.Warn("nano: cannot register, retrying", "pattern", p, "server", s.opts.Server, "error", err)
+				s.log.Warn("nano: cannot register, retrying", "pattern", p, "server", server, "error", err)
 			} else {
 				s.log.Debug("nano: registration retry failed", "pattern", p, "attempt", failures, "error", err)
 			}
@@ -112,11 +114,11 @@ func heartbeat(ttl time.Duration) time.Duration {
 	return max(ttl/3, 10*time.Millisecond)
 }
 
-// registerOnce sends one registration of p to the server and returns the
+// registerOnce sends one registration of p to server and returns the
 // TTL the server announced, zero if it did not. It returns ErrClosed when
 // ctx ended it.
-func (s *Service) registerOnce(ctx context.Context, p string) (time.Duration, error) {
-	data, err := s.control(ctx, "/register", p)
+func (s *Service) registerOnce(ctx context.Context, server, p string) (time.Duration, error) {
+	data, err := s.control(ctx, server, "/register", p)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, ErrClosed
@@ -147,17 +149,18 @@ func (s *Service) deregisterAll(ctx context.Context) {
 	var wg sync.WaitGroup
 	s.routes.each(func(p string, _ *handler) {
 		wg.Go(func() {
-			if _, err := s.control(ctx, "/deregister", p); err != nil {
-				s.log.Warn("nano: cannot deregister; the registration will expire", "pattern", p, "server", s.opts.Server, "error", err)
+			server := s.client.servers.current()
+			if _, err := s.control(ctx, server, "/deregister", p); err != nil {
+				s.log.Warn("nano: cannot deregister; the registration will expire", "pattern", p, "server", server, "error", err)
 			}
 		})
 	})
 	wg.Wait()
 }
 
-// control posts the registration of p to a control endpoint of the server
+// control posts the registration of p to a control endpoint of server
 // and returns the body of its 200 answer.
-func (s *Service) control(ctx context.Context, path, p string) ([]byte, error) {
+func (s *Service) control(ctx context.Context, server, path, p string) ([]byte, error) {
 	if s.opts.CallTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.CallTimeout)
@@ -167,7 +170,7 @@ func (s *Service) control(ctx context.Context, path, p string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+s.opts.Server+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+server+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,11 @@ type ServiceOptions struct {
 	// Server is the host:port of the nano server the service registers at
 	// and routes Act calls through.
 	Server string
+	// Servers are more nano servers, host:port each, sharing Server's
+	// registry: when the current server does not answer, registrations,
+	// renewals and Act go to the next, in turn, so that one server down
+	// does not let the service's registrations expire. Nil means none.
+	Servers []string
 	// Token is sent as "Authorization: Bearer <Token>" when registering.
 	// Empty means none.
 	Token string
@@ -140,6 +146,8 @@ const (
 // registers at the nano server at serverAddress:serverPort, as in the
 // original library. The environment variables NANO_SERVICE_ADDRESS and
 // NANO_SERVER_ADDRESS, when set, replace the two hosts (the ports stay);
+// NANO_SERVER_ADDRESS may list several hosts, separated by commas, which
+// become ServiceOptions.Servers;
 // NANO_TOKEN, when set, becomes ServiceOptions.Token. The service listens on
 // all interfaces.
 //
@@ -149,13 +157,19 @@ func NewService(serviceAddress string, servicePort int, serverAddress string, se
 	if h := os.Getenv("NANO_SERVICE_ADDRESS"); h != "" {
 		serviceAddress = h
 	}
+	var more []string
 	if h := os.Getenv("NANO_SERVER_ADDRESS"); h != "" {
-		serverAddress = h
+		hosts := strings.Split(h, ",")
+		serverAddress = strings.TrimSpace(hosts[0])
+		for _, h := range hosts[1:] {
+			more = append(more, net.JoinHostPort(strings.TrimSpace(h), strconv.Itoa(serverPort)))
+		}
 	}
 	s, err := NewServiceWithOptions(ServiceOptions{
-		Addr:   net.JoinHostPort(serviceAddress, strconv.Itoa(servicePort)),
-		Server: net.JoinHostPort(serverAddress, strconv.Itoa(serverPort)),
-		Token:  os.Getenv("NANO_TOKEN"),
+		Addr:    net.JoinHostPort(serviceAddress, strconv.Itoa(servicePort)),
+		Server:  net.JoinHostPort(serverAddress, strconv.Itoa(serverPort)),
+		Servers: more,
+		Token:   os.Getenv("NANO_TOKEN"),
 	})
 	if err != nil {
 		fatal(slog.Default(), "nano: cannot create service", err)
@@ -172,6 +186,7 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 	}
 	client, err := NewClient(ClientOptions{
 		Server:    opts.Server,
+		Servers:   opts.Servers,
 		Timeout:   opts.CallTimeout,
 		PeerTTL:   opts.PeerTTL,
 		Outliers:  opts.Outliers,
@@ -363,7 +378,7 @@ func (s *Service) Serve(l net.Listener) error {
 		s.routes.each(func(p string, _ *handler) { s.startRegistration(p) })
 	}
 	s.mu.Unlock()
-	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().ServiceAddress, "server", s.opts.Server)
+	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().ServiceAddress, "server", s.client.servers.current())
 	return s.endpoint.serve(l)
 }
 
