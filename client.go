@@ -60,15 +60,15 @@ type ClientOptions struct {
 // that only call services create their own with NewClient: the zero Client
 // is not usable.
 type Client struct {
-	opts       ClientOptions     // with defaults applied
-	log        *slog.Logger      // opts.Logger
-	transport  http.RoundTripper // carries every call
-	servers    *serverList       // Server, then Servers
-	peers      routeTable        // exact pattern -> its instances (cache.go)
-	resolving  flight[*route]    // merges concurrent resolves of a pattern
-	closed     atomic.Bool       // set by Close
-	metrics    clientMetrics     // Act calls, shown by a service's GET /metrics
-	outliers   outlierDetector   // ejects cached instances that fail again and again
+	opts      ClientOptions     // with defaults applied
+	log       *slog.Logger      // opts.Logger
+	transport http.RoundTripper // carries every call
+	servers   *serverList       // Server, then Servers
+	peers     routeTable        // exact pattern -> its instances (cache.go)
+	resolving flight[*route]    // merges concurrent resolves of a pattern
+	closed    atomic.Bool       // set by Close
+	metrics   clientMetrics     // Act calls, shown by a service's GET /metrics
+	outliers  outlierDetector   // ejects cached instances that fail again and again
 
 	legacyServer atomic.Bool // the server has no /resolve
 }
@@ -98,11 +98,11 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.Logger = slog.Default()
 	}
 	return &Client{
-		outliers:   outlierDetector{opts: opts.Outliers.withDefaults(), log: opts.Logger},
-		opts:       opts,
-		log:        opts.Logger,
-		transport:  orDefault(opts.Transport, defaultMaxHeaderBytes),
-		servers:    newServerList(append([]string{opts.Server}, opts.Servers...)),
+		outliers:  outlierDetector{opts: opts.Outliers.withDefaults(), log: opts.Logger},
+		opts:      opts,
+		log:       opts.Logger,
+		transport: orDefault(opts.Transport, defaultMaxHeaderBytes),
+		servers:   newServerList(append([]string{opts.Server}, opts.Servers...)),
 	}, nil
 }
 

@@ -280,6 +280,7 @@ func (o ServerOptions) Defaults() ServerOptions {
 	o.RegistryTimeout = durationOr(o.RegistryTimeout, defaultRegistryTimeout)
 	o.TTL = durationOr(o.TTL, defaultTTL)
 	o.ResyncInterval = durationOr(o.ResyncInterval, defaultResyncInterval)
+	o.Outliers = o.Outliers.withDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

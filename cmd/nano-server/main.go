@@ -85,6 +85,7 @@ type config struct {
 	shutdownDelay, shutdownTimeout         time.Duration
 	maxBodyBytes                           int64
 	maxHeaderBytes, maxConns, maxPatterns  int
+	outliers                               nano.Outliers
 	logLevel, logFormat                    string
 }
 
@@ -149,6 +150,11 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	num(&c.maxHeaderBytes, "max-header-bytes", "NANO_MAX_HEADER_BYTES", 0, "larger request heads get 431, larger answer heads from services 502"+or(def.MaxHeaderBytes)+", negative no limit")
 	num(&c.maxConns, "max-conns", "NANO_MAX_CONNS", 0, "connections held open at once; more wait"+or(def.MaxConns)+", negative no limit")
 	num(&c.maxPatterns, "max-patterns", "NANO_MAX_PATTERNS", 0, "registrations of further new patterns get 507"+or(def.MaxPatterns)+", negative no limit")
+	od := def.Outliers
+	num(&c.outliers.MaxFailures, "eject-after", "NANO_EJECT_AFTER", 0, "failures in a row that eject an instance for a while"+or(od.MaxFailures)+", negative never ejects")
+	dur(&c.outliers.EjectionTime, "ejection-time", "NANO_EJECTION_TIME", 0, "a first ejection lasts this long, each further one that much longer"+or(od.EjectionTime))
+	dur(&c.outliers.MaxEjectionTime, "max-ejection-time", "NANO_MAX_EJECTION_TIME", 0, "bound of an ejection"+or(od.MaxEjectionTime))
+	num(&c.outliers.MaxEjectedPercent, "max-ejected-percent", "NANO_MAX_EJECTED_PERCENT", 0, "share of a pattern's instances that may be ejected at once"+or(od.MaxEjectedPercent))
 	str(&c.logLevel, "log-level", "NANO_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.logFormat, "log-format", "NANO_LOG_FORMAT", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -188,6 +194,7 @@ func (c config) options(log *slog.Logger) nano.ServerOptions {
 		MaxHeaderBytes:    c.maxHeaderBytes,
 		MaxConns:          c.maxConns,
 		MaxPatterns:       c.maxPatterns,
+		Outliers:          c.outliers,
 		ReadHeaderTimeout: c.readHeaderTimeout,
 		ReadTimeout:       c.readTimeout,
 		WriteTimeout:      c.writeTimeout,
