@@ -185,7 +185,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	c := newChaos(cfg, dir, bins, out)
 	defer c.fleet.stopAll(shutdownGrace)
 	if err := c.fleet.start(ctx); err != nil {
-		return err
+		return fmt.Errorf("starting the fleet: %w", err)
 	}
 	c.run(ctx)
 	return nil
