@@ -1,0 +1,12 @@
+//go:build unix && !linux
+
+package main
+
+import "syscall"
+
+// childAttributes puts a child in a process group of its own, so that a
+// Ctrl-C in the terminal reaches this program alone, which then ends its
+// children itself.
+func childAttributes() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
