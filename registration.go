@@ -55,8 +55,9 @@ func (s *Service) startRegistration(p string) {
 
 // registerLoop registers p, then renews the registration at a third of
 // the TTL the server announced. While the server cannot be reached it
-// retries after 100 ms, doubling the wait up to RetryInterval. A server
-// that refuses the registration (a wrong token, say) is not asked again.
+// retries after 100 ms, doubling the wait up to RetryInterval, or up to a
+// third of the TTL once registered. A server that refuses the
+// registration (a wrong token, say) is not asked again.
 func (s *Service) registerLoop(p string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -68,6 +69,7 @@ func (s *Service) registerLoop(p string) {
 		}
 	}()
 	retry, failures, registered := firstRetry, 0, false
+	longest := s.opts.RetryInterval // the longest wait between two attempts
 	for {
 		server := s.client.servers.current()
 		ttl, err := s.registerOnce(ctx, server, p)
@@ -82,6 +84,10 @@ func (s *Service) registerLoop(p string) {
 			}
 			registered, failures, retry = true, 0, firstRetry
 			wait = heartbeat(ttl)
+			// Once registered, retries must come often enough to renew
+			// before the registration runs out: after an outage, servers
+			// give each instance one TTL more, no longer.
+			longest = min(s.opts.RetryInterval, wait)
 		case errors.Is(err, ErrClosed):
 			return
 		case permanent(err):
@@ -95,7 +101,7 @@ func (s *Service) registerLoop(p string) {
 			} else {
 				s.log.Debug("nano: registration retry failed", "pattern", p, "attempt", failures, "error", err)
 			}
-			retry = min(2*retry, s.opts.RetryInterval)
+			retry = min(2*retry, longest)
 		}
 		select {
 		case <-s.done:

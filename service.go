@@ -38,8 +38,9 @@ type ServiceOptions struct {
 	Token string
 	// RetryInterval is the longest wait between two registration attempts
 	// while the server cannot be reached; the first retry comes after
-	// 100 ms and the wait doubles up to this. Zero means 5 seconds; it
-	// cannot be negative.
+	// 100 ms and the wait doubles up to this, or up to a third of the
+	// server's TTL once a registration was accepted. Zero means 5 seconds;
+	// it cannot be negative.
 	RetryInterval time.Duration
 	// MaxBodyBytes limits the size of a message; larger ones are answered
 	// with 413. Zero means 4 MiB; negative means no limit.
