@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -290,14 +291,16 @@ func (f *fleet) startServer(ctx context.Context, i int) (*process, error) {
 	return p, nil
 }
 
-// startInstance starts a new instance registered at server i and waits
-// until it prints its address. It does not wait for the registration.
+// startInstance starts a new instance registered at server i, and at the
+// other servers in turn when that one does not answer, and waits until it
+// prints its address. It does not wait for the registration.
 func (f *fleet) startInstance(ctx context.Context, server int) (*instance, error) {
 	f.mu.Lock()
 	f.nextID++
 	id := fmt.Sprintf("i%d", f.nextID)
 	f.mu.Unlock()
-	env := []string{"NANO_SERVER=" + f.serverAddrs[server], "NANO_PATTERN=" + f.cfg.pattern, "NANO_ID=" + id}
+	servers := append(slices.Clone(f.serverAddrs[server:]), f.serverAddrs[:server]...)
+	env := []string{"NANO_SERVER=" + strings.Join(servers, ","), "NANO_PATTERN=" + f.cfg.pattern, "NANO_ID=" + id}
 	found := make(chan string, 1)
 	p, err := f.launch("instance", id, f.bins.instance, nil, env, func(log io.Writer) io.Writer {
 		return &addrWatcher{w: log, found: found}

@@ -1,6 +1,8 @@
 // Command instance is a service instance for the fault tests: it serves
 // NANO_PATTERN, answering {"ID": NANO_ID}, registers at the nano server
-// NANO_SERVER and prints "listening <host:port>" once it serves.
+// NANO_SERVER (host:port, or several separated by commas: the first, then
+// the others when it does not answer) and prints "listening <host:port>"
+// once it serves.
 package main
 
 import (
@@ -11,16 +13,19 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	nano "github.com/domWinter/go-nano"
 )
 
 func main() {
+	servers := strings.Split(os.Getenv("NANO_SERVER"), ",")
 	svc, err := nano.NewServiceWithOptions(nano.ServiceOptions{
-		Addr:   "127.0.0.1:0",
-		Server: os.Getenv("NANO_SERVER"),
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Addr:    "127.0.0.1:0",
+		Server:  servers[0],
+		Servers: servers[1:],
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
