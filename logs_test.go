@@ -4,13 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-redis/redis/v8"
 
 	nano "github.com/domWinter/go-nano"
 )
@@ -37,9 +43,10 @@ func TestServerLogLines(t *testing.T) {
 	t.Parallel()
 	t.Run("a registration, once on each server", func(t *testing.T) {
 		t.Parallel()
-		// Through A: A learns it from the request and from its own event,
-		// B from the event or a resync, whichever comes first; renewals
-		// every half second and resyncs every 100 ms add nothing.
+		// Through A, with both servers subscribed: A learns each
+		// registration from the request and from its own event, B from the
+		// event; resyncs every 100 ms and renewals every half second add
+		// nothing.
 		opts := redisOptions(t, testRedis)
 		opts.TTL, opts.ResyncInterval = 1500*time.Millisecond, 100*time.Millisecond
 		logs := map[string]*logRecords{"A": {}, "B": {}}
@@ -49,37 +56,50 @@ func TestServerLogLines(t *testing.T) {
 			o.Logger = slog.New(l)
 			_, servers[name] = startServer(t, o)
 		}
+		waitSubscribers(t, testRedis, opts.KeyPrefix, 2)
 		handlers := map[string]nano.HandlerFunc{}
-		for i := range 10 {
+		for i := range 30 {
 			handlers[fmt.Sprintf("role:logged,n:%d", i)] = sumZero
 		}
 		startService(t, servers["A"], handlers)
 		for name := range logs {
-			for p := range handlers {
-				waitRegistered(t, servers[name], p)
-			}
+			waitListed(t, servers[name], len(handlers))
 		}
 		time.Sleep(2 * opts.TTL / 3) // two renewals, a few resyncs
-		for name := range logs {
-			lines := map[string]int{}
-			for _, r := range logs[name].matching("service registered") {
-				if r.Level != slog.LevelInfo {
-					t.Errorf("server %s: %q at level %v; want info", name, r.Message, r.Level)
-				}
-				lines[attr(r, "pattern")]++
-			}
-			for p := range handlers {
-				if lines[p] != 1 {
-					t.Errorf("server %s logged %d lines for the registration of %s; want 1 (all: %v)", name, lines[p], p, lines)
-				}
-			}
+		for name, l := range logs {
+			checkRegisteredOnce(t, "server "+name, l, slices.Collect(maps.Keys(handlers)))
 		}
+	})
+
+	t.Run("a registration learnt by a resync, once too", func(t *testing.T) {
+		t.Parallel()
+		// B's link to Redis breaks while a service registers through A:
+		// B misses the event, and learns the registration from the resync
+		// it makes once subscribed again.
+		opts := redisOptions(t, testRedis)
+		opts.ResyncInterval = -1 // no periodic resync: only the one after a subscription
+		_, a := startServer(t, opts)
+		link := newRedisLink(t, testRedis.Addr)
+		logs := &logRecords{}
+		optsB := opts
+		optsB.Redis = &redis.UniversalOptions{Addrs: []string{link.addr}}
+		optsB.Logger = slog.New(logs)
+		_, b := startServer(t, optsB)
+		waitSubscribers(t, testRedis, opts.KeyPrefix, 2)
+
+		link.cut()
+		registerAt(t, a, "role:missed", deadAddr(t))
+		time.Sleep(200 * time.Millisecond)
+		link.mend()
+		waitListed(t, b, 1)
+		checkRegisteredOnce(t, "server B", logs, []string{"role:missed"})
 	})
 
 	t.Run("a refused registration, with its origin", func(t *testing.T) {
 		t.Parallel()
 		logs := &logRecords{}
 		_, addr := startServer(t, nano.ServerOptions{Token: "secret", Logger: slog.New(logs)})
+		eventually(t, "the server logs that it listens", func() bool { return len(logs.matching("server listening")) == 1 })
 		for _, c := range []struct {
 			name, auth, body string
 			status           int
@@ -175,6 +195,12 @@ func TestRedisLinesReachTheServerLogger(t *testing.T) {
 	opts := redisOptions(t, r)
 	opts.Logger = slog.New(slog.NewJSONHandler(out, nil))
 	startServer(t, opts)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rdb.Close()
+	eventually(t, "the server subscribes to the registry's events", func() bool {
+		n, err := rdb.PubSubNumSub(context.Background(), opts.KeyPrefix+"events").Result()
+		return err == nil && n[opts.KeyPrefix+"events"] == 1
+	})
 	r.kill(t)
 	eventually(t, "a line of go-redis's arrives", func() bool { return strings.Contains(out.String(), `"nano: redis: `) })
 	for line := range strings.SplitSeq(strings.TrimSuffix(out.String(), "\n"), "\n") {
@@ -192,4 +218,116 @@ func TestRedisLinesReachTheServerLogger(t *testing.T) {
 	if !strings.Contains(out.String(), `"nano: server listening"`) {
 		t.Errorf("the log holds %q; want the server's own lines too", out.String())
 	}
+}
+
+// checkRegisteredOnce fails the test unless l holds one "service
+// registered" line at info level for each of patterns, and no other.
+func checkRegisteredOnce(t *testing.T, who string, l *logRecords, patterns []string) {
+	t.Helper()
+	lines := map[string]int{}
+	for _, r := range l.matching("service registered") {
+		if r.Level != slog.LevelInfo {
+			t.Errorf("%s: %q at level %v; want info", who, r.Message, r.Level)
+		}
+		lines[attr(r, "pattern")]++
+	}
+	var wrong []string
+	for _, p := range patterns {
+		if lines[p] != 1 {
+			wrong = append(wrong, fmt.Sprintf("%s: %d", p, lines[p]))
+		}
+	}
+	if len(wrong) > 0 || len(lines) != len(patterns) {
+		slices.Sort(wrong)
+		t.Errorf("%s: want one \"service registered\" line for each of %d patterns; got lines for %d patterns, and these counts where not one: %s",
+			who, len(patterns), len(lines), strings.Join(wrong, ", "))
+	}
+}
+
+// waitSubscribers waits until n clients subscribe to the registry events
+// of the servers using prefix in the Redis r.
+func waitSubscribers(t *testing.T, r *redisProc, prefix string, n int64) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rdb.Close()
+	eventually(t, fmt.Sprintf("%d servers subscribe to the registry's events", n), func() bool {
+		subs, err := rdb.PubSubNumSub(context.Background(), prefix+"events").Result()
+		return err == nil && subs[prefix+"events"] == n
+	})
+}
+
+// waitListed waits until the server at addr lists n patterns in GET
+// /services, which reads its mirror and nothing else.
+func waitListed(t *testing.T, addr string, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("the server lists %d patterns", n), func() bool {
+		status, body := do(t, http.MethodGet, "http://"+addr+"/services", "", nil)
+		var l struct{ Patterns []struct{ Pattern string } }
+		return status == http.StatusOK && json.Unmarshal([]byte(body), &l) == nil && len(l.Patterns) == n
+	})
+}
+
+// redisLink is a TCP proxy to a Redis whose connections a test can cut.
+type redisLink struct {
+	addr string
+
+	mu    sync.Mutex        // guards conns, down
+	conns map[net.Conn]bool // both ends of every open connection
+	down  bool              // new connections are closed at once
+}
+
+// newRedisLink proxies a loopback port to the Redis at backend until the
+// test ends.
+func newRedisLink(t *testing.T, backend string) *redisLink {
+	t.Helper()
+	l := listen(t)
+	link := &redisLink{addr: l.Addr().String(), conns: map[net.Conn]bool{}}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		link.cut()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			r, err := net.Dial("tcp", backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			link.mu.Lock()
+			if link.down {
+				c.Close()
+				r.Close()
+			} else {
+				link.conns[c], link.conns[r] = true, true
+				wg.Go(func() { io.Copy(r, c); r.Close() })
+				wg.Go(func() { io.Copy(c, r); c.Close() })
+			}
+			link.mu.Unlock()
+		}
+	})
+	return link
+}
+
+// cut closes every connection of the link, and the new ones until mend.
+func (l *redisLink) cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = true
+	for c := range l.conns {
+		c.Close()
+		delete(l.conns, c)
+	}
+}
+
+// mend lets new connections through again.
+func (l *redisLink) mend() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.down = false
 }
