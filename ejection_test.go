@@ -123,13 +123,14 @@ func (r outlierRig) sendUntil(t *testing.T, f *flakyService, pattern string, wan
 }
 
 // sendWhile sends messages while cond holds, each of which must be
-// answered 200, and returns their number.
+// answered 200 (the flaky instance is ejected meanwhile), and returns
+// their number.
 func (r outlierRig) sendWhile(t *testing.T, cond func() bool) int {
 	t.Helper()
 	n := 0
 	for ; cond(); n++ {
 		if err := r.send(); err != nil {
-			t.Fatalf("message %d: %v", n, err)
+			t.Fatalf("message %d, sent while the flaky instance is ejected: %v", n, err)
 		}
 	}
 	return n
