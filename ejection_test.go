@@ -49,29 +49,45 @@ func startFlaky(t *testing.T) *flakyService {
 }
 
 // outlierPath is where outlier detection runs: in a server, for the
-// messages it proxies, or in the client of a service, for its Act calls
-// to cached peers.
-type outlierPath struct {
-	name string
-	act  bool
-}
+// messages it proxies; in the client of a service (ServiceOptions.Outliers),
+// or in a Client of its own (ClientOptions.Outliers), for Act calls to
+// cached peers.
+type outlierPath string
 
-var outlierPaths = []outlierPath{{name: "server"}, {name: "act", act: true}}
+const (
+	serverOutliers  outlierPath = "server"
+	serviceOutliers outlierPath = "service act"
+	clientOutliers  outlierPath = "client act"
+)
+
+var outlierPaths = []outlierPath{serverOutliers, serviceOutliers, clientOutliers}
 
 // outlierRig is what a test of outlier detection drives along a path.
 type outlierRig struct {
 	server  string       // where instances register
 	send    func() error // sends one message of the pattern; nil when answered 200
-	metrics string       // the address whose /metrics counts the ejections
+	metrics string       // the address whose /metrics counts the ejections, if any
 	counter string       // the name of that counter
+	gauge   bool         // the metrics show nano_ejected_instances too
 }
 
-// open starts a server and, for Act, a service, with the outlier options
-// o on the path's side and its logs going to log.
+// open starts a server and what calls through the path, with the
+// outlier options o on the path's side and its logs going to log.
 func (p outlierPath) open(t *testing.T, pattern string, o nano.Outliers, log *slog.Logger) outlierRig {
 	t.Helper()
 	msg := []byte(fmt.Sprintf(`{"Pattern":%q}`, pattern))
-	if !p.act {
+	act := func(c interface {
+		ActContext(context.Context, []byte, string) ([]byte, error)
+	}) func() error {
+		return func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err := c.ActContext(ctx, msg, pattern)
+			return err
+		}
+	}
+	switch p {
+	case serverOutliers:
 		_, addr := startServer(t, nano.ServerOptions{Outliers: o, Logger: log})
 		return outlierRig{
 			server: addr,
@@ -83,22 +99,37 @@ func (p outlierPath) open(t *testing.T, pattern string, o nano.Outliers, log *sl
 			},
 			metrics: addr,
 			counter: "nano_ejections_total",
+			gauge:   true,
 		}
+	case serviceOutliers:
+		_, addr := startServer(t, nano.ServerOptions{})
+		svc, svcAddr := startService(t, addr, nil, func(so *nano.ServiceOptions) {
+			so.Outliers, so.Logger, so.PeerTTL = o, log, time.Minute
+		})
+		return outlierRig{server: addr, send: act(svc), metrics: svcAddr, counter: "nano_act_ejections_total"}
+	default:
+		_, addr := startServer(t, nano.ServerOptions{})
+		c := newClient(t, nano.ClientOptions{Server: addr, Outliers: o, Logger: log, PeerTTL: time.Minute})
+		return outlierRig{server: addr, send: act(c)}
 	}
-	_, addr := startServer(t, nano.ServerOptions{})
-	svc, svcAddr := startService(t, addr, nil, func(so *nano.ServiceOptions) {
-		so.Outliers, so.Logger, so.PeerTTL = o, log, time.Minute
-	})
-	return outlierRig{
-		server: addr,
-		send: func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_, err := svc.ActContext(ctx, msg, pattern)
-			return err
-		},
-		metrics: svcAddr,
-		counter: "nano_act_ejections_total",
+}
+
+// checkEjections fails the test unless the rig's metrics count ejections
+// ejections in all and show ejected instances of pattern ejected now;
+// when says at which point of the test.
+func (r outlierRig) checkEjections(t *testing.T, when, pattern string, ejections, ejected int) {
+	t.Helper()
+	if r.metrics == "" {
+		return
+	}
+	if got := metricValue(t, r.metrics, r.counter); int(got) != ejections {
+		t.Errorf("%s: %s %v; want %d", when, r.counter, got, ejections)
+	}
+	if r.gauge {
+		series := fmt.Sprintf("nano_ejected_instances{pattern=%q}", pattern)
+		if got := metricValue(t, r.metrics, series); int(got) != ejected {
+			t.Errorf("%s: %s %v; want %d", when, series, got, ejected)
+		}
 	}
 }
 
@@ -141,8 +172,8 @@ func (r outlierRig) sendWhile(t *testing.T, cond func() bool) int {
 // third failure in a row and gets no message until its ejection ends; a
 // second ejection lasts twice as long; once it answers again it is back.
 // The counter of ejections, the gauge of ejected instances and the log
-// (one line per ejection, one per return) say so. On a server, and in
-// the client of a service's Act.
+// (one line per ejection, one per return) say so. On a server, in the
+// client of a service's Act, and in a Client.
 func TestOutlierEjection(t *testing.T) {
 	t.Parallel()
 	const (
@@ -151,7 +182,7 @@ func TestOutlierEjection(t *testing.T) {
 		margin  = 250 * time.Millisecond // for the time a message takes to arrive
 	)
 	for _, path := range outlierPaths {
-		t.Run(path.name, func(t *testing.T) {
+		t.Run(string(path), func(t *testing.T) {
 			t.Parallel()
 			logs := &logLines{}
 			rig := path.open(t, pattern, nano.Outliers{MaxFailures: 3, EjectionTime: eject}, slog.New(logs))
@@ -163,15 +194,7 @@ func TestOutlierEjection(t *testing.T) {
 			waitInstances(t, rig.server, pattern, 3)
 			check := func(when string, ejections, ejected, ejectedLines, backLines int) {
 				t.Helper()
-				if got := metricValue(t, rig.metrics, rig.counter); int(got) != ejections {
-					t.Errorf("%s: %s %v; want %d", when, rig.counter, got, ejections)
-				}
-				if !path.act {
-					series := fmt.Sprintf("nano_ejected_instances{pattern=%q}", pattern)
-					if got := metricValue(t, rig.metrics, series); int(got) != ejected {
-						t.Errorf("%s: %s %v; want %d", when, series, got, ejected)
-					}
-				}
+				rig.checkEjections(t, when, pattern, ejections, ejected)
 				if got := logs.count("instance ejected"); got != ejectedLines {
 					t.Errorf("%s: %d lines say \"instance ejected\"; want %d", when, got, ejectedLines)
 				}
@@ -223,7 +246,7 @@ func TestEjectionBounds(t *testing.T) {
 		{"four at 25 %", 4, 25, 1},
 	} {
 		for _, path := range outlierPaths {
-			t.Run(c.name+"/"+path.name, func(t *testing.T) {
+			t.Run(c.name+"/"+string(path), func(t *testing.T) {
 				t.Parallel()
 				logs := &logLines{}
 				o := nano.Outliers{MaxFailures: 3, EjectionTime: time.Minute, MaxEjectedPercent: c.percent}
@@ -256,15 +279,7 @@ func TestEjectionBounds(t *testing.T) {
 						reached++
 					}
 				}
-				if got := metricValue(t, rig.metrics, rig.counter); int(got) != c.ejected {
-					t.Errorf("%s %v; want %d", rig.counter, got, c.ejected)
-				}
-				if !path.act {
-					series := fmt.Sprintf("nano_ejected_instances{pattern=%q}", pattern)
-					if got := metricValue(t, rig.metrics, series); int(got) != c.ejected {
-						t.Errorf("%s %v; want %d", series, got, c.ejected)
-					}
-				}
+				rig.checkEjections(t, "after the failures", pattern, c.ejected, c.ejected)
 				if got := logs.count("instance ejected"); got != c.ejected {
 					t.Errorf("%d lines say \"instance ejected\"; want %d", got, c.ejected)
 				}
