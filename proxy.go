@@ -108,7 +108,14 @@ func (s *Server) resolve(ctx context.Context, p string) (*route, error) {
 		if pattern == "" {
 			return nil, fmt.Errorf("%w %q", ErrNoService, p)
 		}
-		s.routes.merge(pattern, members...)
+		before, _ := s.routes.get(pattern)
+		if s.routes.merge(pattern, members...) {
+			for _, mb := range members { // those no other path told of first
+				if before == nil || !before.has(mb.addr) {
+					s.log.Info("nano: service registered", "pattern", pattern, "address", mb.addr)
+				}
+			}
+		}
 		rt, ok := s.routes.get(pattern)
 		if !ok { // deregistered meanwhile
 			return nil, fmt.Errorf("%w %q", ErrNoService, p)

@@ -61,7 +61,7 @@ type redisLogger struct {
 // Printf logs a line of go-redis's.
 func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	if log := l.log.Load(); log != nil {
-		log.WarnContext(ctx, "nano: redis: "+fmt.Sprintf(format, v...))
+		log.WarnContext(ctx, "nano: "+fmt.Sprintf(format, v...)) // go-redis's lines start with "redis: "
 	}
 }
 

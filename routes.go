@@ -95,18 +95,33 @@ func (t *routeTable) merge(p string, members ...member) bool {
 }
 
 // mergeAll merges the members of many patterns at once, as a resync does:
-// one lock for all of them.
-func (t *routeTable) mergeAll(all map[string][]member) {
+// one lock for all of them. It returns the addresses that were new, by
+// pattern (nil when none was).
+func (t *routeTable) mergeAll(all map[string][]member) map[string][]string {
+	var added map[string][]string
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.m.update(func(get func(string) (*route, bool), insert func(string, *route)) {
 		for p, members := range all {
 			old, _ := get(p)
-			if r, _ := t.merged(p, old, members); r != nil {
-				insert(p, r)
+			r, isNew := t.merged(p, old, members)
+			if r == nil {
+				continue
+			}
+			insert(p, r)
+			if isNew {
+				if added == nil {
+					added = make(map[string][]string)
+				}
+				for _, mb := range members {
+					if old == nil || !old.has(mb.addr) {
+						added[p] = append(added[p], mb.addr)
+					}
+				}
 			}
 		}
 	})
+	return added
 }
 
 // merged returns the route that replaces old (nil if none) once members

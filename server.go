@@ -225,7 +225,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	s.reg = r
-	if err := s.resync(ctx); err != nil {
+	if _, err := s.resync(ctx); err != nil {
 		r.close()
 		return nil, err
 	}

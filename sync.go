@@ -71,22 +71,29 @@ func (s *Server) checkRegistry(ctx context.Context) {
 // expire or are deregistered, so that a registry that lost its data (a
 // Redis restarted empty) does not take routes away until the services
 // have registered again.
-func (s *Server) resync(ctx context.Context) error {
+func (s *Server) resync(ctx context.Context) (added map[string][]string, err error) {
 	all, err := s.reg.all(ctx)
 	if err != nil {
 		s.setReady(false, err)
-		return err
+		return nil, err
 	}
-	s.routes.mergeAll(all)
+	added = s.routes.mergeAll(all)
 	s.setReady(true, nil)
-	return nil
+	return added, nil
 }
 
 func (s *Server) resyncLogged(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 4*s.opts.RegistryTimeout)
 	defer cancel()
-	if err := s.resync(ctx); err != nil && ctx.Err() == nil {
+	added, err := s.resync(ctx)
+	if err != nil && ctx.Err() == nil {
 		s.log.Debug("nano: resync failed", "error", err)
+	}
+	// Registrations that neither the request nor an event told of first.
+	for p, addrs := range added {
+		for _, a := range addrs {
+			s.log.Info("nano: service registered", "pattern", p, "address", a)
+		}
 	}
 }
 
