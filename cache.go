@@ -71,7 +71,7 @@ func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
 		c.legacyServer.Store(true)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, errorFromResponse(resp.StatusCode, data, "")
+		return nil, errorFromResponse(resp.StatusCode, resp.Header, data)
 	}
 	var res resolution
 	if err := json.Unmarshal(data, &res); err != nil {
@@ -104,6 +104,7 @@ func (c *Client) askServers(ctx context.Context, p string) (*http.Response, erro
 		if err != nil {
 			return nil, err
 		}
+		req.Header.Set("Accept", "application/json")
 		resp, err := c.transport.RoundTrip(req)
 		if err == nil {
 			return resp, nil

@@ -28,7 +28,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	if n := s.opts.MaxPatterns; n > 0 && s.routes.len() >= n {
 		if _, known := s.routes.get(reg.Pattern); !known {
 			s.log.Warn("nano: registration refused: registry full", "pattern", reg.Pattern, "address", reg.ServiceAddress, "patterns", n)
-			writeError(w, fmt.Errorf("%w: this server holds %d patterns", ErrRegistryFull, n))
+			writeError(w, r, fmt.Errorf("%w: this server holds %d patterns", ErrRegistryFull, n))
 			return
 		}
 	}
@@ -43,7 +43,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		s.setReady(false, err)
 		s.failedRegistrations.Add(1)
 		s.log.Debug("nano: registration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	s.setReady(true, nil)
@@ -64,7 +64,7 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 	if err := s.reg.deregister(ctx, reg); err != nil {
 		s.log.Warn("nano: deregistration failed", "pattern", reg.Pattern, "address", reg.ServiceAddress, "error", err)
 		s.setReady(false, err)
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	if s.routes.remove(reg.Pattern, reg.ServiceAddress, time.Now().Add(s.opts.TTL)) {
@@ -93,7 +93,7 @@ func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Regis
 	var reg Registration
 	if r.Method != http.MethodPost {
 		closeUnread(w, r)
-		writeError(w, ErrMethodNotAllowed)
+		writeError(w, r, ErrMethodNotAllowed)
 		return reg, false
 	}
 	if !s.authorized(r) {
@@ -122,7 +122,7 @@ func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Regis
 // will not take, and logs it with the address it came from.
 func (s *Server) refuseRegistration(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Warn("nano: registration refused", "path", r.URL.Path, "from", r.RemoteAddr, "status", statusOf(err), "error", publicMessage(err))
-	writeError(w, err)
+	writeError(w, r, err)
 }
 
 // errTokenRequired answers a request that needs the token and lacks it.
@@ -146,12 +146,12 @@ func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := parsePattern(r.URL.Query().Get("pattern"))
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	rt, err := s.resolve(r.Context(), p)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, resolution{Pattern: rt.pattern, Instances: liveInstances(rt, s.now()), TTL: s.opts.TTL.Seconds()})
@@ -189,7 +189,7 @@ func (s *Server) servicesEndpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.authorized(r) { // it shows the whole topology at once
-		writeError(w, errTokenRequired)
+		writeError(w, r, errTokenRequired)
 		return
 	}
 	out := listing{Patterns: []listedPattern{}, Ready: s.ready.Load(), TTL: s.opts.TTL.Seconds()}
@@ -222,7 +222,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.ready.Load() {
-		writeError(w, ErrRegistryUnavailable)
+		writeError(w, r, ErrRegistryUnavailable)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -235,6 +235,6 @@ func allowGet(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.Header().Set("Allow", "GET, HEAD")
 	closeUnread(w, r)
-	writeError(w, ErrMethodNotAllowed)
+	writeError(w, r, ErrMethodNotAllowed)
 	return false
 }

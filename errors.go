@@ -1,6 +1,7 @@
 package nano
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +11,10 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Errors returned by the package, usually wrapped with context. Test for them
@@ -159,8 +163,11 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// writeError answers a request with err's status and a JSON error body.
-func writeError(w http.ResponseWriter, err error) {
+// writeError answers the request r with err's status and an error body:
+// JSON, {"error": "..."}, unless r comes from a caller that would take any
+// JSON answer for a success (see plainErrors); then the message as text.
+// r may be nil when there is no request to go by.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := statusOf(err)
 	if status == http.StatusMethodNotAllowed && w.Header().Get("Allow") == "" {
 		w.Header().Set("Allow", http.MethodPost)
@@ -169,13 +176,47 @@ func writeError(w http.ResponseWriter, err error) {
 	if msg == "" {
 		msg = http.StatusText(status)
 	}
-	body, _ := json.Marshal(errorBody{Error: msg})
 	h := w.Header()
-	h["Content-Type"] = jsonContentType
+	var body []byte
+	if r != nil && plainErrors(r.Header) {
+		body = plainError(msg)
+		h["Content-Type"] = textContentType
+	} else {
+		body, _ = json.Marshal(errorBody{Error: msg})
+		body = append(body, '\n')
+		h["Content-Type"] = jsonContentType
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	w.Write(body)
 }
+
+// plainErrors reports whether the error answers to a request with header
+// h are written as text rather than JSON. The original library's Act
+// ignores the status of an answer and fails only when the body is not
+// JSON: a JSON error body would reach its caller as an answer. Its
+// requests are told apart by what they lack: they carry Go's default
+// User-Agent ("Go-http-client/..."), no Accept field, and no Nano-Envelope
+// field (which this library's clients send). Any other client, curl or a
+// Go program that sends an Accept field among them, gets JSON.
+func plainErrors(h http.Header) bool {
+	if len(h[envelopeHeader]) > 0 || len(h["Accept"]) > 0 {
+		return false
+	}
+	return strings.HasPrefix(h.Get("User-Agent"), "Go-http-client/")
+}
+
+// plainError is the text body of an error with message msg: msg and a
+// newline, never valid JSON, so that a caller that decodes it fails.
+func plainError(msg string) []byte {
+	if json.Valid([]byte(msg)) { // a handler's message such as "null" or "{}"
+		msg = "error: " + msg
+	}
+	return []byte(msg + "\n")
+}
+
+// textContentType is the Content-Type of text error bodies.
+var textContentType = []string{"text/plain; charset=utf-8"}
 
 // publicMessage is the text of err that a caller may see. An *Error in
 // err's chain says it, without its status, which the answer's status line
@@ -194,13 +235,21 @@ func publicMessage(err error) string {
 	return err.Error()
 }
 
-// errorFromResponse turns an error answer into an *Error that unwraps to
-// ErrHandler when a handler chose it (by is the answer's Nano-Error),
-// ErrNoInstance when a server found no instance to reach, else to the
-// sentinel of its status.
-func errorFromResponse(status int, body []byte, by string) *Error {
+// errorFromResponse turns an error answer, of status and header, into an
+// *Error that unwraps to ErrHandler when a handler chose it (the answer's
+// Nano-Error says so), ErrNoInstance when a server found no instance to
+// reach, else to the sentinel of its status. Its message is the body's:
+// JSON as this library writes it, or text.
+func errorFromResponse(status int, header http.Header, body []byte) *Error {
+	by := header.Get(errorHeader)
 	var eb errorBody
 	if json.Unmarshal(body, &eb) != nil || eb.Error == "" {
+		eb.Error = ""
+		if strings.HasPrefix(header.Get("Content-Type"), "text/plain") {
+			eb.Error = plainMessage(body)
+		}
+	}
+	if eb.Error == "" {
 		eb.Error = http.StatusText(status)
 	}
 	e := &Error{Status: status, Message: eb.Error, Err: sentinelFor(status)}
@@ -213,6 +262,22 @@ func errorFromResponse(status int, body []byte, by string) *Error {
 		e.Err = errTimedOut
 	}
 	return e
+}
+
+// plainMessage returns the message of a text error answer: its first
+// line, if it is short printable text, else "".
+func plainMessage(body []byte) string {
+	line, _, _ := bytes.Cut(body, []byte("\n"))
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || len(line) > 512 || !utf8.Valid(line) {
+		return ""
+	}
+	for _, c := range string(line) {
+		if !unicode.IsPrint(c) {
+			return ""
+		}
+	}
+	return strings.TrimPrefix(string(line), "error: ")
 }
 
 // errTimedOut is what a 504 from the far side unwraps to: a deadline passed.

@@ -78,7 +78,7 @@ func ExampleService_Handle() {
 		"role:math,cmd:sum,verbose:true",
 		"role:math,cmd:summary",
 	} {
-		resp, err := http.Post(serverURL, "application/json", strings.NewReader(`{"Pattern":"`+p+`"}`))
+		resp, err := postJSON(serverURL, `{"Pattern":"`+p+`"}`)
 		if err != nil {
 			panic(err)
 		}
@@ -134,7 +134,7 @@ func ExampleError() {
 	})
 	defer cleanup()
 
-	resp, err := http.Post(serverURL, "application/json", strings.NewReader(`{"Pattern":"role:math,cmd:sqrt","Value":-4}`))
+	resp, err := postJSON(serverURL, `{"Pattern":"role:math,cmd:sqrt","Value":-4}`)
 	if err != nil {
 		panic(err)
 	}
@@ -142,6 +142,20 @@ func ExampleError() {
 	body, _ := io.ReadAll(resp.Body)
 	fmt.Print(resp.StatusCode, " ", string(body))
 	// Output: 422 {"error":"no square root of a negative number"}
+}
+
+// postJSON posts a message to url as curl or a browser would: with an
+// Accept field, so that an error comes as a JSON body. (A request with Go's
+// default User-Agent and no Accept field looks like the original
+// library's Act, and gets its errors as text; see docs/migrating.md.)
+func postJSON(url, msg string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(msg))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	return http.DefaultClient.Do(req)
 }
 
 // exampleSystem runs a server on the embedded registry and one service
@@ -268,6 +282,7 @@ func ExampleServiceOptions_middleware() {
 
 	for _, user := range []string{"", "ada"} {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+serverAddr+"/", strings.NewReader(`{"Pattern":"role:greet"}`))
+		req.Header.Set("Accept", "application/json")
 		if user != "" {
 			req.Header.Set("X-User", user)
 		}

@@ -25,7 +25,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			writeAlive(w)
 			return
 		case "/readyz":
-			s.readyz(w)
+			s.readyz(w, r)
 			return
 		case "/metrics":
 			s.metricsEndpoint(w)
@@ -34,39 +34,39 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodPost {
 		closeUnread(w, r)
-		writeError(w, ErrMethodNotAllowed)
+		writeError(w, r, ErrMethodNotAllowed)
 		return
 	}
 	deadline, bounded, err := callBudget(r.Header, start)
 	if err != nil {
 		closeUnread(w, r)
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	body, err := readBody(w, r, s.opts.MaxBodyBytes)
 	if err != nil {
 		closeUnread(w, r)
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	msg, err := readMessage(body)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	if !msg.HasPattern {
-		writeError(w, fmt.Errorf("%w: no Pattern field", ErrInvalidMessage))
+		writeError(w, r, fmt.Errorf("%w: no Pattern field", ErrInvalidMessage))
 		return
 	}
 	p, err := parsePattern(msg.Pattern)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	_, h, ok := s.routes.lookup(p)
 	if !ok {
 		w.Header().Set(errorHeader, noHandlerError)
-		writeError(w, fmt.Errorf("%w %q", ErrNoService, p))
+		writeError(w, r, fmt.Errorf("%w %q", ErrNoService, p))
 		return
 	}
 	ctx := r.Context()
@@ -74,7 +74,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	case !bounded:
 	case !time.Now().Before(deadline):
 		h.metrics.count(http.StatusGatewayTimeout)
-		writeError(w, timeUp(context.DeadlineExceeded))
+		writeError(w, r, timeUp(context.DeadlineExceeded))
 		return
 	case h.context:
 		var cancel context.CancelFunc
@@ -86,7 +86,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if _, ours := errors.AsType[*libraryError](err); !ours {
 			w.Header().Set(errorHeader, handlerError)
 		}
-		writeError(w, err)
+		writeError(w, r, err)
 		return
 	}
 	switch {
@@ -96,7 +96,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		reg := s.registration(h.pattern)
 		out, err = json.Marshal(envelope{Service: &reg, Payload: out})
 		if err != nil {
-			writeError(w, err)
+			writeError(w, r, err)
 			return
 		}
 	}

@@ -41,24 +41,40 @@ func TestErrorText(t *testing.T) {
 }
 
 // TestHandlerErrorOnTheWire: the *Error a handler returns is answered
-// with its status and a JSON body holding its message alone, not the
-// status again, through the server as from the service.
+// with its status and a body holding its message alone, not the status
+// again, through the server as from the service: JSON for a client that
+// names what it accepts, text for one that looks like the original
+// library's Act (Go's default User-Agent, no Accept field).
 func TestHandlerErrorOnTheWire(t *testing.T) {
 	t.Parallel()
 	_, addr := startServer(t, nano.ServerOptions{})
 	_, svcAddr := startHandlers(t, addr, map[string]nano.Handler{"role:err": badHandler})
 	for _, to := range []struct{ name, addr string }{{"server", addr}, {"service", svcAddr}} {
 		t.Run(to.name, func(t *testing.T) {
-			resp, err := http.Post("http://"+to.addr+"/", "application/json", strings.NewReader(`{"Pattern":"role:err"}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			body := readAll(resp)
-			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/json" {
-				t.Errorf("got %d %s; want 400 application/json", resp.StatusCode, resp.Header.Get("Content-Type"))
-			}
-			if msg := errorBody(t, body); msg != "Left must be a number" {
-				t.Errorf("the error body says %q; want the handler's message alone", msg)
+			for _, accept := range []string{"application/json", "*/*", ""} {
+				req, _ := http.NewRequest(http.MethodPost, "http://"+to.addr+"/", strings.NewReader(`{"Pattern":"role:err"}`))
+				req.Header.Set("Content-Type", "application/json")
+				if accept != "" {
+					req.Header.Set("Accept", accept)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body := readAll(resp)
+				ct := resp.Header.Get("Content-Type")
+				if accept == "" {
+					if resp.StatusCode != http.StatusBadRequest || ct != "text/plain; charset=utf-8" || body != "Left must be a number\n" {
+						t.Errorf("no Accept: got %d %s %q; want 400 and the message as text", resp.StatusCode, ct, body)
+					}
+					continue
+				}
+				if resp.StatusCode != http.StatusBadRequest || ct != "application/json" {
+					t.Errorf("Accept %s: got %d %s; want 400 application/json", accept, resp.StatusCode, ct)
+				}
+				if msg := errorBody(t, body); msg != "Left must be a number" {
+					t.Errorf("Accept %s: the error body says %q; want the handler's message alone", accept, msg)
+				}
 			}
 		})
 	}

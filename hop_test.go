@@ -327,6 +327,7 @@ func (c *caller) post(ctx context.Context, msg string) (int, string, error) {
 		return 0, "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json") // error answers as JSON
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, "", err

@@ -259,6 +259,8 @@ func freePort() (int, error) {
 }
 
 // post sends body to url and returns the status and body of the answer.
+// Like curl, it sends "Accept: */*": error answers come as JSON (see
+// TestOriginalActSeesErrors for a client that sends no Accept field).
 func post(t *testing.T, url, body string) (int, string) {
 	t.Helper()
 	return do(t, http.MethodPost, url, body, nil)
@@ -271,6 +273,7 @@ func do(t *testing.T, method, url, body string, header http.Header) (int, string
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "*/*")
 	for k, v := range header {
 		req.Header[k] = v
 	}

@@ -79,7 +79,13 @@ func TestNoInstance(t *testing.T) {
 func postHeader(t *testing.T, addr, msg string) (int, http.Header, string) {
 	t.Helper()
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Post("http://"+addr+"/", "application/json", strings.NewReader(msg))
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -280,7 +280,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, pattern string, er
 	}
 	status := statusOf(err)
 	s.metrics.count(pattern, status)
-	writeError(w, err)
+	writeError(w, r, err)
 	return status
 }
 

@@ -181,6 +181,7 @@ func (s *Service) control(ctx context.Context, server, path, p string) ([]byte, 
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json") // errors as JSON, see plainErrors
 	if s.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.opts.Token)
 	}
@@ -191,7 +192,7 @@ func (s *Service) control(ctx context.Context, server, path, p string) ([]byte, 
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusOK {
-		return nil, errorFromResponse(resp.StatusCode, data, "")
+		return nil, errorFromResponse(resp.StatusCode, resp.Header, data)
 	}
 	return data, nil
 }

@@ -90,7 +90,7 @@ func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if e.closed {
 		e.mu.RUnlock()
 		closeUnread(w, r)
-		writeError(w, ErrClosed)
+		writeError(w, r, ErrClosed)
 		return
 	}
 	e.running.Add(1)
@@ -195,7 +195,7 @@ func bodyError(err error, limit int64) error {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, err)
+		writeError(w, nil, err)
 		return
 	}
 	writeBody(w, status, append(body, '\n'))

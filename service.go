@@ -430,7 +430,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // readyz answers GET /readyz: 200 once Serve (or Add) registered every
 // pattern at the server at least once, 503 before and after Shutdown
 // began.
-func (s *Service) readyz(w http.ResponseWriter) {
+func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	serving, closed := s.serving, s.closed
 	s.mu.Unlock()
@@ -446,5 +446,5 @@ func (s *Service) readyz(w http.ResponseWriter) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 		return
 	}
-	writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "nano: service not ready: " + why})
+	writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Message: "nano: service not ready: " + why})
 }

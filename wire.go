@@ -208,7 +208,7 @@ func decodeAnswer(status int, header http.Header, data []byte) (envelope, error)
 	var env envelope
 	if status < 200 || status > 299 {
 		by := header.Get(errorHeader)
-		err := errorFromResponse(status, data, by)
+		err := errorFromResponse(status, header, data)
 		if by == noHandlerError {
 			return env, &notHandledError{err}
 		}

@@ -178,6 +178,7 @@ func postMessage(ctx context.Context, serverAddr, msg string) string {
 		return err.Error()
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "*/*") // as curl does: errors come as JSON
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err.Error()
