@@ -2,6 +2,7 @@ package nano_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -283,5 +284,42 @@ func TestOriginalActSeesErrors(t *testing.T) {
 	}
 	if got, err := caller.Act([]byte(`{"Pattern":"role:fail","Fail":true}`), "role:fail"); err == nil {
 		t.Fatalf("role:fail, directly: %q and no error", got)
+	}
+}
+
+// TestOriginalFields: programs that read the original's exported fields
+// compile and read what the original gave them.
+func TestOriginalFields(t *testing.T) {
+	t.Setenv("NANO_SERVICE_ADDRESS", "")
+	t.Setenv("NANO_SERVER_ADDRESS", "")
+	svc := nano.NewService("127.0.0.1", 3333, "127.0.0.1", 9999)
+	t.Cleanup(func() { svc.Shutdown(context.Background()) })
+	if svc.ServiceAddress != "127.0.0.1:3333" || svc.ServicePort != 3333 ||
+		svc.ServerAddress != "127.0.0.1:9999" || svc.ServerPort != 9999 {
+		t.Errorf("fields %q %d %q %d; want 127.0.0.1:3333 3333 127.0.0.1:9999 9999",
+			svc.ServiceAddress, svc.ServicePort, svc.ServerAddress, svc.ServerPort)
+	}
+	if svc.Pattern != "" {
+		t.Errorf("Pattern before Add = %q; want empty", svc.Pattern)
+	}
+	if err := svc.Handle("role:math,cmd:sum", func(m []byte) ([]byte, error) { return m, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Pattern != "role:math,cmd:sum" {
+		t.Errorf("Pattern after Handle = %q; want role:math,cmd:sum", svc.Pattern)
+	}
+	// The caches are usable radix trees, as the original's were.
+	svc.Cache.Insert("role:x", 1)
+	if _, ok := svc.Cache.Get("role:x"); !ok {
+		t.Error("Service.Cache does not hold what was inserted")
+	}
+	srv, err := nano.NewServerWithOptions(nano.ServerOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	srv.Cache.Insert("role:x", 1)
+	if srv.Cache.Len() != 1 {
+		t.Error("Server.Cache does not hold what was inserted")
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/armon/go-radix"
 	"github.com/go-redis/redis/v8"
 )
 
@@ -123,6 +124,12 @@ type ServerOptions struct {
 // A Server is safe for concurrent use. Create one with NewServer or
 // NewServerWithOptions: the zero Server is not usable.
 type Server struct {
+	// Cache exists so that programs naming the original library's field
+	// compile; the server does not use it (its mirror is internal and safe
+	// for concurrent use). The original's Redis field has no counterpart:
+	// it was a client of another major version of go-redis.
+	Cache radix.Tree
+
 	opts                ServerOptions     // with defaults applied
 	log                 *slog.Logger      // opts.Logger
 	reg                 registry          // the source of truth
@@ -194,6 +201,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
+		Cache:     *radix.New(),
 		opts:      opts,
 		log:       opts.Logger,
 		transport: orDefault(opts.Transport, opts.MaxHeaderBytes),

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/armon/go-radix"
 )
 
 // ServiceOptions configures a Service. Addr and Server are required; the
@@ -104,6 +106,29 @@ type HandlerFunc func(msg []byte) ([]byte, error)
 // A Service is safe for concurrent use. Create one with NewService or
 // NewServiceWithOptions: the zero Service is not usable.
 type Service struct {
+	// The fields below are those of the original library's Service, for
+	// programs that read them. They are set when the service is created
+	// (Pattern by Add and Handle) and are read-only: the service neither
+	// reads them back nor notices a change.
+
+	// ServiceAddress is the host:port the service registers, as given to
+	// NewService or in ServiceOptions.Addr (with a port of 0, the port
+	// the service advertises once serving is not reflected here).
+	ServiceAddress string
+	// ServicePort is the port of ServiceAddress.
+	ServicePort int
+	// ServerAddress is the host:port of the first nano server.
+	ServerAddress string
+	// ServerPort is the port of ServerAddress.
+	ServerPort int
+	// Pattern is the pattern of the latest Add, Handle or HandleContext
+	// call. Read it from the goroutine that made the calls, or once they
+	// have returned: another Handle running at the same time changes it.
+	Pattern string
+	// Cache exists so that programs naming it compile; the service does
+	// not use it (its peer cache is internal and safe for concurrent use).
+	Cache radix.Tree
+
 	opts     ServiceOptions               // with defaults applied
 	log      *slog.Logger                 // opts.Logger
 	client   *Client                      // carries Act calls
@@ -199,12 +224,17 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		opts:     opts,
-		log:      opts.Logger,
-		client:   client,
-		done:     make(chan struct{}),
-		finished: make(chan struct{}),
-		abort:    make(chan struct{}),
+		ServiceAddress: opts.Addr,
+		ServicePort:    portOf(opts.Addr),
+		ServerAddress:  opts.Server,
+		ServerPort:     portOf(opts.Server),
+		Cache:          *radix.New(),
+		opts:           opts,
+		log:            opts.Logger,
+		client:         client,
+		done:           make(chan struct{}),
+		finished:       make(chan struct{}),
+		abort:          make(chan struct{}),
 	}
 	s.endpoint = newEndpoint(http.HandlerFunc(s.serveHTTP), httpOptions{
 		readHeaderTimeout: opts.ReadHeaderTimeout,
@@ -334,6 +364,7 @@ func (s *Service) handle(pattern string, fn Handler, usesContext bool) error {
 		return fmt.Errorf("%w: %q already has a handler", ErrInvalidPattern, p)
 	}
 	usesContext = usesContext || len(s.opts.Middleware) > 0 || s.opts.Observer != nil
+	s.Pattern = p
 	s.routes.insert(p, &handler{pattern: p, fn: fn, field: []string{p}, context: usesContext})
 	if s.serving {
 		s.startRegistration(p)
@@ -447,4 +478,14 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Message: "nano: service not ready: " + why})
+}
+
+// portOf returns the port of a host:port address, 0 if it has none.
+func portOf(addr string) int {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(port)
+	return n
 }
