@@ -250,16 +250,16 @@ func (d *outlierDetector) succeeded(r *route, addr string, st *instanceState) {
 // failed records that the instance at addr of r failed at now, and ejects
 // it when it failed MaxFailures times in a row, or at once when refused is
 // true (it refused the connection), unless the pattern's share of ejected
-// instances is reached.
-func (d *outlierDetector) failed(r *route, addr string, st *instanceState, now int64, refused bool, cause error) {
+// instances is reached. It reports whether it ejected the instance.
+func (d *outlierDetector) failed(r *route, addr string, st *instanceState, now int64, refused bool, cause error) bool {
 	if d.opts.MaxFailures < 0 {
-		return
+		return false
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.failures++
 	if (!refused && st.failures < d.opts.MaxFailures) || st.ejected(now) || !d.mayEject(r, now) {
-		return
+		return false
 	}
 	if until := st.ejectedUntil.Load(); until != 0 {
 		st.lastEnd = until // an ejection that ended without a success since
@@ -273,6 +273,7 @@ func (d *outlierDetector) failed(r *route, addr string, st *instanceState, now i
 	st.failures = 0
 	d.ejections.Add(1)
 	d.log.Warn("nano: instance ejected", "pattern", r.pattern, "address", addr, "for", span.String(), "ejections", st.ejections, "error", cause)
+	return true
 }
 
 // mayEject reports whether one more of r's live instances may be ejected

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -19,10 +20,10 @@ const MaxPeers = 10_000
 // peersOf returns the instances to call for pattern p: from the cache
 // while fresh, else from the server's /resolve (one request for all
 // concurrent callers, each waiting no longer than its own ctx allows).
-// When the server cannot be asked, a stale entry still serves: its
-// instances are only tried. It returns a nil route, and no error, when the
-// call should go through the server; an error when nothing handles the
-// pattern or ctx ended.
+// When the server cannot be asked, or does not answer within staleWait, a
+// stale entry still serves (see keepStale). It returns a nil route, and no
+// error, when the call should go through the server; an error when nothing
+// handles the pattern or ctx ended.
 func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 	cached, ok := c.peers.get(p)
 	if ok && time.Now().UnixNano() < cached.refresh {
@@ -31,7 +32,13 @@ func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 	if c.legacyServer.Load() {
 		return nil, nil // stale: the next answer through the server renews it
 	}
-	rt, err := c.resolving.do(ctx, p, func() (*route, error) {
+	wait := ctx
+	if cached != nil {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(ctx, staleWait)
+		defer cancel()
+	}
+	rt, err := c.resolving.do(wait, p, func() (*route, error) {
 		// It runs for every caller waiting on it, so no caller's context
 		// bounds it: the client's Timeout does.
 		ctx, cancel := context.WithTimeout(context.Background(), c.resolveTimeout())
@@ -46,10 +53,37 @@ func (c *Client) peersOf(ctx context.Context, p string) (*route, error) {
 	case errors.Is(err, ErrNoService):
 		c.peers.drop(p, nil)
 		return nil, err
-	default:
+	case cached == nil:
 		c.log.Debug("nano: cannot resolve", "pattern", p, "error", err)
-		return cached, nil
+		return nil, nil
+	default:
+		c.log.Debug("nano: cannot resolve; calling the instances known", "pattern", p, "error", err)
+		return c.keepStale(cached), nil
 	}
+}
+
+// Stale peers: while the server cannot be asked, a Client keeps calling
+// the instances it knows, as the original library's Act did, until they
+// fail themselves (outlier ejection, then the server, which fails too).
+const (
+	staleRetry = time.Second            // how often the server is asked again meanwhile
+	staleWait  = 500 * time.Millisecond // how long a call waits for the server's answer before using the instances it knows
+)
+
+// keepStale caches again the instances of old, a route due for refresh
+// that the server could not renew: they are called for staleRetry more,
+// whatever the expiry the server gave them, with their balancing and
+// outlier states. The route in the cache is replaced only if it is still
+// old, so that a refresh that landed meanwhile wins.
+func (c *Client) keepStale(old *route) *route {
+	refresh := time.Now().Add(staleRetry).UnixNano()
+	r := &route{pattern: old.pattern, refresh: refresh, instances: slices.Clone(old.instances)}
+	for i := range r.instances {
+		r.instances[i].expires = max(r.instances[i].expires, refresh+int64(staleRetry))
+	}
+	r.inheritStates(old)
+	c.peers.replace(old, r)
+	return r
 }
 
 // resolve asks the server for the live instances of the pattern that

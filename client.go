@@ -54,7 +54,10 @@ type ClientOptions struct {
 // pattern that routes it (GET /resolve), then calls those instances
 // directly, in turn, until PeerTTL passes and it asks again. An instance
 // that cannot be reached is dropped; when none is left, the call goes
-// through the server.
+// through the server. While no server can be asked (or the server takes
+// over half a second to answer), the instances it knows are called on,
+// past PeerTTL and past their registration's expiry, until they fail
+// themselves, as the original library's Act did.
 //
 // A Client is safe for concurrent use. Services have one built in; programs
 // that only call services create their own with NewClient: the zero Client
@@ -118,10 +121,12 @@ func (c *Client) Act(msg []byte, pattern string) ([]byte, error) {
 //
 // pattern keys the peer cache; the message's own "Pattern" field is what
 // the server and the service route by, so they are normally the same. The
-// call asks for the ServiceRequest envelope (adding "ServiceRequest": true
-// to the message when it is not there), which tells a service's answer
-// apart from anything else listening at its address, and names the service
-// that answered through a server without /resolve.
+// handler receives msg's bytes unchanged, with one exception: a call that
+// goes through a server without /resolve (the original library's) adds
+// "ServiceRequest": true to the message when it is not there, as that is
+// the only way such a server's answer names the service to call directly
+// next time. An answer in the original's JSON envelope is unwrapped, as
+// the original's Act did.
 //
 // A peer that cannot be reached, or no longer handles the pattern, is
 // dropped and the next one is tried; when none is left the call goes
@@ -138,10 +143,10 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (an
 	if err != nil {
 		return nil, err
 	}
-	body, err := withServiceRequest(msg)
-	if err != nil {
+	if err := checkObject(msg); err != nil {
 		return nil, err
 	}
+	body := msg
 	own := false // the call's deadline is the client's Timeout, not the caller's
 	if c.opts.Timeout > 0 {
 		deadline, bounded := ctx.Deadline()
@@ -168,6 +173,15 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (an
 		}
 	}
 	env, err := c.viaServer(ctx, body)
+	if err != nil && c.opts.PeerTTL > 0 && c.legacyServer.Load() && failoverFromServer(err) {
+		// No server without /resolve can be reached: call the instances
+		// learnt from earlier answers, as the original's Act did.
+		if stale, ok := c.peers.get(p); ok {
+			if payload, err, done := c.callPeers(ctx, p, c.keepStale(stale), body, own); done {
+				return payload, err
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -178,11 +192,17 @@ func (c *Client) ActContext(ctx context.Context, msg []byte, pattern string) (an
 }
 
 // viaServer sends the message through the current server, and on to the
-// next while a server cannot be reached: it has not had the message.
+// next while a server cannot be reached: it has not had the message. A
+// server without /resolve gets it asking for the JSON envelope.
 func (c *Client) viaServer(ctx context.Context, body []byte) (env envelope, err error) {
 	for range c.servers.len() {
 		addr := c.servers.current()
-		env, err = c.post(ctx, addr, c.legacyServer.Load(), body)
+		legacy := c.legacyServer.Load()
+		msg := body
+		if legacy {
+			msg = withServiceRequest(body)
+		}
+		env, err = c.post(ctx, addr, legacy, msg)
 		if !failoverFromServer(err) {
 			return env, err
 		}
@@ -225,8 +245,7 @@ func (c *Client) Close() error {
 // reached counts against it (outlier detection) and the next one is
 // tried; one that no longer handles the pattern leaves the cache. done is
 // false when none answered, and the call should go through the server.
-// An instance whose answer is not a service's leaves the cache too, but
-// the call fails: it may have been handled. own says that ctx's deadline
+// own says that ctx's deadline
 // is the client's Timeout: an instance that misses it is to blame.
 func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte, own bool) (payload []byte, err error, done bool) {
 	now := time.Now().UnixNano()
@@ -244,7 +263,7 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 		case err == nil:
 			c.outliers.succeeded(rt, addr, st)
 			return env.Payload, nil, true
-		case errors.Is(err, errNotService), failover(err) && !dialFailed(err): // not a service, or no handler for p
+		case failover(err) && !dialFailed(err): // no handler for p
 			if c.peers.remove(p, addr, time.Time{}) {
 				c.log.Debug("nano: dropped cached peer", "pattern", p, "address", addr, "error", err)
 			}
@@ -273,10 +292,10 @@ func gatewayFailure(err error) bool {
 	return !errors.Is(err, ErrHandler) && (e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout)
 }
 
-// post sends body to http://addr/ and decodes the envelope of the answer;
-// the envelope's Service is nil when the answer carried it in its header.
-// legacy says that addr is a server without /resolve: the answer must
-// then be the JSON envelope, which names the service that answered.
+// post sends body to http://addr/ and decodes the answer; the envelope's
+// Service is set only when the answer was the original's JSON envelope.
+// legacy says that addr is a server without /resolve, which would not
+// pass the Nano-Envelope field on.
 func (c *Client) post(ctx context.Context, addr string, legacy bool, body []byte) (envelope, error) {
 	var env envelope
 	header, ok := c.header(ctx, legacy)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -372,22 +373,32 @@ func TestActWithOriginalServer(t *testing.T) {
 	}
 }
 
-// TestActWithOriginalService calls a service that only knows the JSON
-// envelope, as the original library's services do: Act reads the payload
-// from it, through the server and directly.
+// TestActWithOriginalService calls a service that knows nothing of this
+// library's header, as the original library's services: it gets the
+// caller's bytes unchanged and answers with its handler's bytes, or with
+// the JSON envelope when the caller's message asks for it. Act returns the
+// payload either way, through the server and directly.
 func TestActWithOriginalService(t *testing.T) {
 	_, serverAddr := startServer(t, nano.ServerOptions{})
 	var calls atomic.Int64
+	var mu sync.Mutex
+	var seen []string // the bodies the service got
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen = append(seen, string(body))
+		mu.Unlock()
 		var msg struct{ ServiceRequest bool }
-		json.NewDecoder(r.Body).Decode(&msg)
+		json.Unmarshal(body, &msg)
+		payload := []byte(`{"Result":"old"}`)
 		if !msg.ServiceRequest {
-			t.Errorf("Act did not ask for the envelope")
+			w.Write(payload)
+			return
 		}
 		json.NewEncoder(w).Encode(map[string]any{
 			"Service": map[string]any{"Pattern": "role:old", "ServiceAddress": r.Host},
-			"Payload": []byte(`{"Result":"old"}`),
+			"Payload": payload,
 		})
 	}))
 	t.Cleanup(ts.Close)
@@ -395,17 +406,25 @@ func TestActWithOriginalService(t *testing.T) {
 	if status, body := post(t, "http://"+serverAddr+"/register", reg); status != 200 {
 		t.Fatalf("register: %d %s", status, body)
 	}
+	msgs := []string{`{"Pattern":"role:old", "N":1}`, `{"ServiceRequest":true,"Pattern":"role:old"}`}
 	for _, peerTTL := range []time.Duration{-1, time.Minute} { // through the server, then directly
 		c := newClient(t, nano.ClientOptions{Server: serverAddr, PeerTTL: peerTTL})
-		for range 2 {
-			got, err := c.Act([]byte(`{"Pattern":"role:old"}`), "role:old")
+		for _, msg := range msgs {
+			got, err := c.Act([]byte(msg), "role:old")
 			if err != nil || string(got) != `{"Result":"old"}` {
-				t.Fatalf("PeerTTL %v: Act = %s, %v", peerTTL, got, err)
+				t.Fatalf("PeerTTL %v: Act(%s) = %s, %v", peerTTL, msg, got, err)
 			}
 		}
 	}
 	if n := calls.Load(); n != 4 {
 		t.Fatalf("the service got %d calls, want 4", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, body := range seen {
+		if body != msgs[i%2] {
+			t.Errorf("call %d: the service got %s; want the bytes sent, %s", i, body, msgs[i%2])
+		}
 	}
 }
 

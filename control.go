@@ -21,7 +21,7 @@ import (
 
 // register handles POST /register: it adds the instance, or renews it.
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
-	reg, ok := s.readRegistration(w, r)
+	reg, permanent, ok := s.readRegistration(w, r)
 	if !ok {
 		return
 	}
@@ -36,7 +36,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	// would look like a registry outage.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.RegistryTimeout)
 	defer cancel()
-	m, err := s.reg.register(ctx, reg, s.opts.TTL)
+	life := s.opts.TTL
+	if permanent {
+		life = permanentSpan
+	}
+	m, err := s.reg.register(ctx, reg, life, s.opts.TTL)
 	if err != nil {
 		// One line when the outage starts (setReady) and one when it ends,
 		// with the count: not one per renewal refused meanwhile.
@@ -48,14 +52,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	s.setReady(true, nil)
 	if s.routes.merge(reg.Pattern, m) {
-		s.log.Info("nano: service registered", "pattern", reg.Pattern, "address", reg.ServiceAddress)
+		s.log.Info("nano: service registered", "pattern", reg.Pattern, "address", reg.ServiceAddress, "permanent", permanent)
 	}
 	writeJSON(w, http.StatusOK, registered{reg, s.opts.TTL.Seconds()})
 }
 
 // deregister handles POST /deregister: it removes the instance at once.
 func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
-	reg, ok := s.readRegistration(w, r)
+	reg, _, ok := s.readRegistration(w, r)
 	if !ok {
 		return
 	}
@@ -89,33 +93,44 @@ func registrationLimit(maxBody int64) int64 {
 
 // readRegistration checks method and token and decodes the registration
 // of a write request; it answers the request itself when they are wrong.
-func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (Registration, bool) {
-	var reg Registration
+// permanent says that the registration is the original library's (see
+// permanentSpan).
+func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (reg Registration, permanent, ok bool) {
 	if r.Method != http.MethodPost {
 		closeUnread(w, r)
 		writeError(w, r, ErrMethodNotAllowed)
-		return reg, false
+		return reg, false, false
 	}
 	if !s.authorized(r) {
 		closeUnread(w, r)
 		s.refuseRegistration(w, r, errTokenRequired)
-		return reg, false
+		return reg, false, false
 	}
 	body, err := readBody(w, r, registrationLimit(s.opts.MaxBodyBytes))
 	if err != nil {
 		closeUnread(w, r)
 		s.refuseRegistration(w, r, err)
-		return reg, false
+		return reg, false, false
 	}
-	if err := json.Unmarshal(body, &reg); err != nil {
+	var in struct {
+		Registration
+		originalFields
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
 		s.refuseRegistration(w, r, fmt.Errorf("%w: %v", ErrInvalidMessage, err))
-		return reg, false
+		return reg, false, false
 	}
-	if reg, err = reg.normalize(); err != nil {
+	if reg, err = in.Registration.normalize(); err != nil {
 		s.refuseRegistration(w, r, err)
-		return reg, false
+		return reg, false, false
 	}
-	return reg, true
+	return reg, in.Cache != nil, true
+}
+
+// originalFields are the fields of a registration that only the original
+// library's services send: their peer cache, always an empty object.
+type originalFields struct {
+	Cache json.RawMessage
 }
 
 // refuseRegistration answers a registration or deregistration the server
@@ -160,9 +175,10 @@ func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
 // liveInstances lists the instances of rt live at now, never nil.
 func liveInstances(rt *route, now int64) []resolvedInstance {
 	out := []resolvedInstance{}
+	wall := time.Now().UnixNano()
 	for _, in := range rt.instances {
 		if in.liveAt(now) {
-			out = append(out, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC()})
+			out = append(out, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC(), permanentAt(in.expires, wall)})
 		}
 	}
 	return out

@@ -90,7 +90,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case msg.ServiceRequest && r.Header.Get(envelopeHeader) == envelopeInHeader:
+	case r.Header.Get(envelopeHeader) == envelopeInHeader:
 		w.Header()[serviceHeader] = h.field
 	case msg.ServiceRequest:
 		reg := s.registration(h.pattern)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,8 +14,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/armon/go-radix"
+	"github.com/go-redis/redis/v8"
 
 	nano "github.com/domWinter/go-nano"
 )
@@ -135,10 +138,11 @@ func (c *originalCaller) cached(pattern string) string {
 // JSON envelope when the message asks for it, and every failure with a
 // status and no body.
 type originalService struct {
-	reg   originalRegistration
-	addr  string
-	calls atomicCounter
-	ts    *httptest.Server
+	reg    originalRegistration
+	addr   string
+	calls  atomicCounter
+	ts     *httptest.Server
+	handle func([]byte) ([]byte, error)
 }
 
 // atomicCounter counts, safe for concurrent use.
@@ -158,45 +162,68 @@ func (c *atomicCounter) get() int {
 // does not register; register does.
 func startOriginalService(t *testing.T, serverAddr, pattern string, handle func([]byte) ([]byte, error)) *originalService {
 	t.Helper()
-	s := &originalService{}
-	s.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.calls.add()
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		var msg struct {
-			Pattern        string
-			ServiceRequest bool
-		}
-		if json.Unmarshal(body, &msg) != nil || !strings.Contains(msg.Pattern, s.reg.Pattern) {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		payload, err := handle(body)
-		if err != nil {
-			w.WriteHeader(http.StatusInternalServerError)
-			return
-		}
-		if msg.ServiceRequest {
-			payload, _ = json.Marshal(originalAnswer{Service: s.reg, Payload: payload})
-		}
-		w.WriteHeader(http.StatusOK)
-		w.Write(payload)
-	}))
-	t.Cleanup(s.ts.Close)
-	s.addr = s.ts.Listener.Addr().String()
+	s := &originalService{handle: handle}
+	s.serve(t, listen(t))
 	_, port, _ := net.SplitHostPort(s.addr)
 	_, serverPort, _ := net.SplitHostPort(serverAddr)
 	s.reg = originalRegistration{Pattern: pattern, ServiceAddress: s.addr, ServerAddress: serverAddr}
 	s.reg.ServicePort, _ = strconv.Atoi(port)
 	s.reg.ServerPort, _ = strconv.Atoi(serverPort)
 	return s
+}
+
+// serve serves the service on l until the test ends or stop.
+func (s *originalService) serve(t *testing.T, l net.Listener) {
+	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	s.ts.Listener.Close()
+	s.ts.Listener = l
+	s.ts.Start()
+	t.Cleanup(s.ts.Close)
+	s.addr = l.Addr().String()
+}
+
+// stop stops the service: its address refuses connections.
+func (s *originalService) stop() { s.ts.Close() }
+
+// restart serves the service again at the same address.
+func (s *originalService) restart(t *testing.T) {
+	t.Helper()
+	l, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.serve(t, l)
+}
+
+func (s *originalService) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.calls.add()
+	if r.Method != http.MethodPost {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	var msg struct {
+		Pattern        string
+		ServiceRequest bool
+	}
+	if json.Unmarshal(body, &msg) != nil || !strings.Contains(msg.Pattern, s.reg.Pattern) {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	payload, err := s.handle(body)
+	if err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	if msg.ServiceRequest {
+		payload, _ = json.Marshal(originalAnswer{Service: s.reg, Payload: payload})
+	}
+	w.WriteHeader(http.StatusOK)
+	w.Write(payload)
 }
 
 // register registers the service at its server once, as the original's
@@ -321,5 +348,221 @@ func TestOriginalFields(t *testing.T) {
 	srv.Cache.Insert("role:x", 1)
 	if srv.Cache.Len() != 1 {
 		t.Error("Server.Cache does not hold what was inserted")
+	}
+}
+
+// originalStore is where a simulated original server keeps its registry:
+// one key per pattern, whose value is the address of the service.
+type originalStore interface {
+	get(key string) (string, bool)
+	set(key, value string)
+	del(key string)
+}
+
+// mapStore is an originalStore in memory.
+type mapStore struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (s *mapStore) get(k string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[k]
+	return v, ok && v != ""
+}
+
+func (s *mapStore) set(k, v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[string]string)
+	}
+	s.m[k] = v
+}
+
+func (s *mapStore) del(k string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, k)
+}
+
+// originalServer is a simulated original server: POST /register stores
+// the pattern's address; POST on any other path looks the message's
+// Pattern up, key by key from the whole pattern down to its first field,
+// sends the body on in a request of its own (Content-Type only) and relays
+// the status and body of the answer. A service it cannot reach is deleted
+// from the store and answered 404, as the original did once its cache had
+// known the service; a GET is answered 405 with no body.
+type originalServer struct {
+	ts      *httptest.Server
+	addr    string
+	proxied atomicCounter
+}
+
+func startOriginalServer(t *testing.T, store originalStore) *originalServer {
+	t.Helper()
+	s := &originalServer{}
+	s.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		if r.URL.Path == "/register" {
+			var reg struct{ Pattern, ServiceAddress string }
+			if json.Unmarshal(body, &reg) != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			store.set(reg.Pattern, reg.ServiceAddress)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		s.proxied.add()
+		var msg struct{ Pattern string }
+		if json.Unmarshal(body, &msg) != nil || msg.Pattern == "" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		var key, addr string
+		for fields := strings.Split(msg.Pattern, ","); len(fields) > 0; fields = fields[:len(fields)-1] {
+			key = strings.Join(fields, ",")
+			if v, ok := store.get(key); ok {
+				addr = v
+				break
+			}
+		}
+		if addr == "" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := (&http.Client{}).Do(req)
+		if err != nil {
+			store.del(key)
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		defer resp.Body.Close()
+		answer, _ := io.ReadAll(resp.Body)
+		w.WriteHeader(resp.StatusCode)
+		w.Write(answer)
+	}))
+	t.Cleanup(s.ts.Close)
+	s.addr = s.ts.Listener.Addr().String()
+	return s
+}
+
+// TestActKeepsKnownInstancesWithoutServer: while its server cannot be
+// reached, a Client keeps calling the instances it knows, long past
+// PeerTTL and the registrations' expiry, until they fail themselves;
+// against this library's server and against an original one.
+func TestActKeepsKnownInstancesWithoutServer(t *testing.T) {
+	t.Parallel()
+	const msg = `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`
+	check := func(t *testing.T, serverAddr string, stopServer func()) {
+		svc, _ := startService(t, serverAddr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+		waitAnswer(t, serverAddr, msg, `{"Result":3}`)
+		c := newClient(t, nano.ClientOptions{Server: serverAddr, PeerTTL: 100 * time.Millisecond, Timeout: 5 * time.Second})
+		act := func() ([]byte, error) { return c.Act([]byte(msg), "role:math,cmd:sum") }
+		if got, err := act(); err != nil || string(got) != `{"Result":3}` {
+			t.Fatalf("Act = %s, %v", got, err)
+		}
+		stopServer()
+		deadline := time.Now().Add(1500 * time.Millisecond) // past PeerTTL, and the server's TTL of 1 s
+		for i := 0; time.Now().Before(deadline); i++ {
+			if got, err := act(); err != nil || string(got) != `{"Result":3}` {
+				t.Fatalf("call %d with the server down: %s, %v; want the known instance's answer", i, got, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		svc.Shutdown(context.Background())
+		if got, err := act(); err == nil {
+			t.Fatalf("Act with the server and the service down = %s; want an error", got)
+		}
+	}
+	t.Run("this library's server", func(t *testing.T) {
+		t.Parallel()
+		srv, addr := startServer(t, nano.ServerOptions{TTL: time.Second})
+		check(t, addr, func() { srv.Shutdown(context.Background()) })
+	})
+	t.Run("original server", func(t *testing.T) {
+		t.Parallel()
+		orig := startOriginalServer(t, &mapStore{})
+		check(t, orig.addr, orig.ts.Close)
+	})
+}
+
+// TestOriginalServiceStaysRegistered: a service that registers once, in
+// the original's form, stays registered past the server's TTL, where a
+// registration without it expires; it leaves every server and the
+// registry when it refuses a connection, and comes back when it registers
+// again.
+func TestOriginalServiceStaysRegistered(t *testing.T) {
+	t.Parallel()
+	const ttl = 300 * time.Millisecond
+	for _, reg := range registries {
+		t.Run(reg.name, func(t *testing.T) {
+			t.Parallel()
+			opts := reg.opts(t)
+			opts.TTL = ttl
+			_, addr := startServer(t, opts)
+			servers := []string{addr}
+			if opts.Redis != nil { // a second server on the same registry
+				_, other := startServer(t, opts)
+				servers = append(servers, other)
+			}
+			answer := func([]byte) ([]byte, error) { return []byte(`{"Result":"old"}`), nil }
+			old := startOriginalService(t, addr, "role:old", answer)
+			old.register(t)
+			// The same service registered without the original's fields:
+			// a registration of this library, which expires.
+			plain := startOriginalService(t, addr, "role:plain", answer)
+			if status, body := post(t, "http://"+addr+"/register", fmt.Sprintf(`{"Pattern":"role:plain","ServiceAddress":%q}`, plain.addr)); status != 200 {
+				t.Fatalf("register: %d %s", status, body)
+			}
+			for _, srv := range servers {
+				waitAnswer(t, srv, `{"Pattern":"role:old"}`, `{"Result":"old"}`)
+			}
+			time.Sleep(4 * ttl)
+			for _, srv := range servers {
+				if status, body := post(t, "http://"+srv+"/", `{"Pattern":"role:old"}`); status != 200 || body != `{"Result":"old"}` {
+					t.Errorf("%s, after 4 TTLs: %d %s; want the original service's answer", srv, status, body)
+				}
+				if status, _ := post(t, "http://"+srv+"/", `{"Pattern":"role:plain"}`); status != http.StatusNotFound {
+					t.Errorf("%s, after 4 TTLs: %d for the registration without renewals; want 404", srv, status)
+				}
+			}
+			if opts.Redis != nil {
+				rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+				defer rdb.Close()
+				if pttl, err := rdb.PTTL(context.Background(), opts.KeyPrefix+"pattern:role:old").Result(); err != nil || pttl != -1 {
+					t.Errorf("PTTL of the original service's set = %v, %v; want no expiry (-1)", pttl, err)
+				}
+			}
+
+			old.stop()
+			if status, _ := post(t, "http://"+addr+"/", `{"Pattern":"role:old"}`); status == http.StatusOK {
+				t.Fatal("a stopped service answered")
+			}
+			for _, srv := range servers {
+				eventually(t, srv+" forgets the stopped service", func() bool { return resolveCount(t, srv, "role:old") == 0 })
+			}
+			if opts.Redis != nil {
+				eventually(t, "the registry forgets the stopped service", func() bool { return liveInstances(t, testRedis, opts, "role:old") == 0 })
+			}
+
+			old.restart(t)
+			old.register(t)
+			for _, srv := range servers {
+				waitAnswer(t, srv, `{"Pattern":"role:old"}`, `{"Result":"old"}`)
+			}
+		})
 	}
 }

@@ -165,7 +165,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Req
 			continue
 		}
 		s.log.Debug("nano: instance could not be reached, trying another", "pattern", rt.pattern, "address", addr, "error", err)
-		s.outliers.failed(rt, addr, st, p.now, dialFailed(err), err)
+		s.failed(rt, addr, st, p.now, dialFailed(err), err)
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter(rt, p.now)/time.Second)))
 	w.Header().Set(errorHeader, noInstanceError)
@@ -198,10 +198,44 @@ func (s *Server) try(ctx context.Context, w http.ResponseWriter, r *http.Request
 	}
 	s.log.Debug("nano: proxied call failed", "pattern", rt.pattern, "address", addr, "error", err)
 	if r.Context().Err() == nil && (ctx.Err() == nil || out.ownDeadline) {
-		s.outliers.failed(rt, addr, st, time.Now().UnixNano(), false, err) // the client did not cause it
+		s.failed(rt, addr, st, time.Now().UnixNano(), false, err) // the client did not cause it
 	}
 	s.failWith(w, r, rt.pattern, callError(ctx, err), out)
 	return err, true
+}
+
+// failed records a failure of the instance at addr of rt, whose state is
+// st, at now: refused says it refused the connection. An instance of the
+// original library, registered for good, that refused or was ejected
+// leaves the registry, as the original's server deleted it: it comes back
+// when it registers again.
+func (s *Server) failed(rt *route, addr string, st *instanceState, now int64, refused bool, cause error) {
+	ejected := s.outliers.failed(rt, addr, st, now, refused, cause)
+	if !refused && !ejected {
+		return
+	}
+	i := slices.IndexFunc(rt.instances, func(in instance) bool { return in.addr == addr })
+	if i < 0 || !permanentAt(rt.instances[i].expires, now) {
+		return
+	}
+	if !s.routes.remove(rt.pattern, addr, time.Now().Add(s.opts.TTL)) {
+		return // another call removed it first
+	}
+	s.log.Info("nano: unreachable service of the original library removed", "pattern", rt.pattern, "address", addr, "error", cause)
+	select {
+	case <-s.stop: // shutting down: the other servers will find it gone too
+		return
+	default:
+	}
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RegistryTimeout)
+		defer cancel()
+		if err := s.reg.deregister(ctx, Registration{Pattern: rt.pattern, ServiceAddress: addr}); err != nil {
+			s.log.Warn("nano: deregistration failed", "pattern", rt.pattern, "address", addr, "error", err)
+		}
+	}()
 }
 
 // judge records against the instance at addr of rt, whose state is st,
@@ -214,7 +248,7 @@ func (s *Server) judge(rt *route, addr string, st *instanceState, resp *http.Res
 	case out.status == http.StatusBadGateway && out.err != nil, // broke off
 		(resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout) &&
 			resp.Header.Get(errorHeader) != handlerError:
-		s.outliers.failed(rt, addr, st, time.Now().UnixNano(), false, fmt.Errorf("answered %d", resp.StatusCode))
+		s.failed(rt, addr, st, time.Now().UnixNano(), false, fmt.Errorf("answered %d", resp.StatusCode))
 	default:
 		s.outliers.succeeded(rt, addr, st)
 	}

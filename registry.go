@@ -10,8 +10,10 @@ import (
 // same Redis. Both match patterns by the rule of mirror: the longest
 // whole-field prefix with a live instance wins.
 type registry interface {
-	// register adds the instance of reg, or renews it, until now + ttl.
-	register(ctx context.Context, reg Registration, ttl time.Duration) (member, error)
+	// register adds the instance of reg, or renews it, until now + life:
+	// ttl for the services of this library, permanentSpan for those of
+	// the original.
+	register(ctx context.Context, reg Registration, life, ttl time.Duration) (member, error)
 	// deregister removes the instance of reg at once.
 	deregister(ctx context.Context, reg Registration) error
 	// lookup returns the longest pattern with live instances that is a
@@ -46,13 +48,28 @@ type event struct {
 	Expires        int64  `json:"expires,omitempty"` // Unix milliseconds
 }
 
+// The original library's services register once and never renew: a
+// server keeps them until they cannot be reached. Such a registration
+// lives permanentSpan, as long as forever is in this package, so that
+// nothing else needs to tell it from the others: it never expires, and is
+// removed only by a deregistration, which a server makes when the instance
+// refuses a connection or is ejected (proxy.go). Against a tombstone it
+// counts as a registration made at the same time with the server's TTL
+// (routeTable.merged), so that a copy read before the removal cannot bring
+// it back, and a registration made after it does.
+const permanentSpan = 100 * 365 * 24 * time.Hour
+
+// permanentAt reports whether expires, in Unix nanoseconds, is that of a
+// permanent registration at now.
+func permanentAt(expires, now int64) bool { return expires-now > int64(permanentSpan/2) }
+
 // memRegistry is the embedded registry: a route table with nothing behind it.
 type memRegistry struct {
 	t routeTable
 }
 
-func (r *memRegistry) register(_ context.Context, reg Registration, ttl time.Duration) (member, error) {
-	m := member{addr: reg.ServiceAddress, expires: time.Now().Add(ttl)}
+func (r *memRegistry) register(_ context.Context, reg Registration, life, _ time.Duration) (member, error) {
+	m := member{addr: reg.ServiceAddress, expires: time.Now().Add(life)}
 	r.t.merge(reg.Pattern, m)
 	return m, nil
 }

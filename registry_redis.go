@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,14 +19,17 @@ import (
 // redisRegistry keeps one sorted set per pattern,
 // prefix + "pattern:" + pattern, whose members are the instances'
 // host:port addresses scored by their expiry in Unix milliseconds. Changes
-// are announced on the channel prefix + "events". It touches no other key.
+// are announced on the channel prefix + "events". It touches no other key,
+// unless original is set (ServerOptions.OriginalKeys): it then also keeps
+// the original library's string key per pattern, named by the pattern.
 type redisRegistry struct {
-	rdb    redis.UniversalClient
-	prefix string // namespace of every key, e.g. "nano:"
+	rdb      redis.UniversalClient
+	prefix   string // namespace of every key, e.g. "nano:"
+	original bool   // keep the original's keys too
 }
 
 // newRedisRegistry connects to Redis and checks that it answers.
-func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string, log *slog.Logger) (*redisRegistry, error) {
+func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string, original bool, log *slog.Logger) (*redisRegistry, error) {
 	routeRedisLog(log)
 	o := *opts
 	rdb := newUniversalClient(&o)
@@ -33,7 +37,7 @@ func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix 
 		rdb.Close()
 		return nil, fmt.Errorf("%w: redis %s: %v", ErrRegistryUnavailable, strings.Join(o.Addrs, ","), err)
 	}
-	return &redisRegistry{rdb: rdb, prefix: prefix}, nil
+	return &redisRegistry{rdb: rdb, prefix: prefix, original: original}, nil
 }
 
 // go-redis writes lines of its own (a broken connection dropped, a
@@ -143,42 +147,98 @@ func (r *redisRegistry) key(pattern string) string { return r.prefix + "pattern:
 func (r *redisRegistry) channel() string           { return r.prefix + "events" }
 
 // registerScript adds or renews an instance, drops the expired ones,
-// makes the set expire with its last member and announces the change, in
-// one atomic step: events reach the servers in the order the changes were
-// made. KEYS[1] is the pattern's set; ARGV holds the expiry (ms), the
-// address, now (ms), the TTL (ms), the channel and the event.
+// makes the set expire with its last member (never while it has a
+// permanent one) and announces the change, in one atomic step: events
+// reach the servers in the order the changes were made. KEYS[1] is the
+// pattern's set; ARGV holds the expiry (ms), the address, now (ms), the
+// TTL (ms), the channel, the event and the score from which a member is
+// permanent.
 var registerScript = redis.NewScript(`
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if redis.call('ZCOUNT', KEYS[1], ARGV[7], '+inf') > 0 then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
 `)
 
-// deregisterScript removes an instance and announces it, atomically.
-// KEYS[1] is the pattern's set; ARGV holds the address, the channel and
-// the event.
+// deregisterScript removes an instance and announces it, atomically. A
+// set left without permanent members expires again with its last one.
+// KEYS[1] is the pattern's set; ARGV holds the address, the channel, the
+// event and the score from which a member is permanent.
 var deregisterScript = redis.NewScript(`
 redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) == -1 and redis.call('ZCOUNT', KEYS[1], ARGV[4], '+inf') == 0 then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if last[2] then
+    redis.call('PEXPIREAT', KEYS[1], last[2])
+  end
+end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 `)
 
-func (r *redisRegistry) register(ctx context.Context, reg Registration, ttl time.Duration) (member, error) {
+// originalSetScript writes the original library's key of a pattern,
+// KEYS[1], with the address ARGV[1]: with no expiry when ARGV[2] is 0,
+// else for ARGV[2] milliseconds. An address with no expiry (a service of
+// the original, which would not register again) is replaced only by
+// another with none. It is a script of its own, with that one key: in a
+// Cluster, the key is in another slot than the pattern's set.
+var originalSetScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and ARGV[2] ~= '0' and redis.call('PTTL', KEYS[1]) == -1 then
+  return 0
+end
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+`)
+
+// originalDelScript deletes the original library's key of a pattern,
+// KEYS[1], if it holds the address ARGV[1].
+var originalDelScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// permanentScore is the lowest score of a permanent member at now.
+func permanentScore(now time.Time) int64 { return now.Add(permanentSpan / 2).UnixMilli() }
+
+func (r *redisRegistry) register(ctx context.Context, reg Registration, life, ttl time.Duration) (member, error) {
 	now := time.Now()
-	m := member{addr: reg.ServiceAddress, expires: now.Add(ttl)}
+	m := member{addr: reg.ServiceAddress, expires: now.Add(life)}
 	ev, _ := json.Marshal(event{Op: "register", Pattern: reg.Pattern, ServiceAddress: m.addr, Expires: m.expires.UnixMilli()})
 	err := registerScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)},
-		m.expires.UnixMilli(), m.addr, now.UnixMilli(), ttl.Milliseconds(), r.channel(), ev).Err()
+		m.expires.UnixMilli(), m.addr, now.UnixMilli(), ttl.Milliseconds(), r.channel(), ev, permanentScore(now)).Err()
 	if err != nil {
 		return m, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	}
+	if r.original {
+		px := ttl.Milliseconds()
+		if life != ttl {
+			px = 0
+		}
+		if err := originalSetScript.Run(ctx, r.rdb, []string{reg.Pattern}, m.addr, px).Err(); err != nil {
+			return m, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+		}
 	}
 	return m, nil
 }
 
 func (r *redisRegistry) deregister(ctx context.Context, reg Registration) error {
 	ev, _ := json.Marshal(event{Op: "deregister", Pattern: reg.Pattern, ServiceAddress: reg.ServiceAddress})
-	err := deregisterScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)}, reg.ServiceAddress, r.channel(), ev).Err()
+	err := deregisterScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)}, reg.ServiceAddress, r.channel(), ev, permanentScore(time.Now())).Err()
+	if err == nil && r.original {
+		err = originalDelScript.Run(ctx, r.rdb, []string{reg.Pattern}, reg.ServiceAddress).Err()
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
@@ -192,6 +252,11 @@ func (r *redisRegistry) lookup(ctx context.Context, p string) (string, []member,
 	results, err := r.liveMembers(ctx, candidates, r.key)
 	if err != nil {
 		return "", nil, err
+	}
+	if r.original {
+		if err := r.originalMembers(ctx, candidates, results); err != nil {
+			return "", nil, err
+		}
 	}
 	for i, ms := range results { // longest first
 		if len(ms) > 0 {
@@ -266,6 +331,47 @@ func (r *redisRegistry) liveMembers(ctx context.Context, names []string, key fun
 		}
 	}
 	return out, nil
+}
+
+// originalMembers adds to results, the members of each pattern of names,
+// the address in the original library's key of the pattern, unless it is
+// there already: with no expiry (the key has none, as those of the
+// original's servers), it is permanent; else it expires with the key.
+func (r *redisRegistry) originalMembers(ctx context.Context, names []string, results [][]member) error {
+	gets := make([]*redis.StringCmd, len(names))
+	ttls := make([]*redis.DurationCmd, len(names))
+	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, n := range names {
+			gets[i] = pipe.Get(ctx, n)
+			ttls[i] = pipe.PTTL(ctx, n)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		if _, wrongType := errors.AsType[redis.Error](err); !wrongType {
+			return fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+		}
+	}
+	now := time.Now()
+	for i := range names {
+		addr, err := gets[i].Result()
+		if err != nil || dialAddr(addr) != nil || slices.ContainsFunc(results[i], func(m member) bool { return m.addr == addr }) {
+			continue // no key, not a string, not an address, or known
+		}
+		var expires time.Time
+		switch ttl, err := ttls[i].Result(); {
+		case err != nil:
+			continue
+		case ttl == -1: // PTTL answers -1 for a key without expiry
+			expires = now.Add(permanentSpan)
+		case ttl > 0:
+			expires = now.Add(ttl)
+		default:
+			continue // expired meanwhile
+		}
+		results[i] = append(results[i], member{addr: addr, expires: expires})
+	}
+	return nil
 }
 
 // keys lists the pattern keys, on every master of a cluster.

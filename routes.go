@@ -67,6 +67,7 @@ type routeTable struct {
 	mu   sync.Mutex           // serializes writers, so that no change is lost; guards gone
 	m    mirror[*route]       // pattern -> route
 	gone map[string]time.Time // pattern + " " + addr -> tombstone, see remove
+	ttl  time.Duration        // a server's TTL: see permanentSpan
 }
 
 // lookup returns the route of the longest pattern that is a whole-field
@@ -133,9 +134,16 @@ func (t *routeTable) merged(p string, old *route, members []member) (*route, boo
 		r.instances = slices.Clone(old.instances)
 	}
 	added := false
+	now := time.Now().UnixNano()
 	for _, mb := range members {
-		if until, ok := t.gone[p+" "+mb.addr]; ok && !mb.expires.After(until) {
-			continue
+		if until, ok := t.gone[p+" "+mb.addr]; ok {
+			e := mb.expires.UnixNano()
+			if permanentAt(e, now) {
+				e += int64(t.ttl - permanentSpan) // as if registered then with the TTL
+			}
+			if e <= until.UnixNano() {
+				continue
+			}
 		}
 		i := slices.IndexFunc(r.instances, func(in instance) bool { return in.addr == mb.addr })
 		switch {
@@ -169,6 +177,16 @@ func (t *routeTable) set(r *route) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.m.insert(r.pattern, r)
+}
+
+// replace sets r as the route of its pattern if the route there is still
+// old.
+func (t *routeTable) replace(old, r *route) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur, ok := t.m.get(r.pattern); ok && cur == old {
+		t.m.insert(r.pattern, r)
+	}
 }
 
 // remove drops the instance at addr from the route of pattern p, and the

@@ -35,6 +35,17 @@ type ServerOptions struct {
 	Redis *redis.UniversalOptions
 	// KeyPrefix namespaces the Redis keys of the registry. Empty means "nano:".
 	KeyPrefix string
+	// OriginalKeys makes the server also keep the original library's
+	// layout in Redis, for a rolling upgrade of a fleet whose servers
+	// share one Redis: a string key per pattern, named by the pattern
+	// alone and holding one instance's address. Registrations write it
+	// (without expiry for the original's services, for one TTL for this
+	// library's, never replacing an address that has no expiry),
+	// deregistrations delete it, and a message the mirror has no route
+	// for is looked up in it too, so that an original server and this one
+	// route each other's services. False means the server touches no key
+	// outside KeyPrefix. It requires Redis. See the migration guide.
+	OriginalKeys bool
 	// Token, when not empty, must be sent as "Authorization: Bearer <Token>"
 	// with every registration and deregistration, and to read GET
 	// /services. Empty means they are not authenticated: run the server on
@@ -219,6 +230,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		maxConns:          opts.MaxConns,
 		log:               opts.Logger,
 	})
+	s.routes.ttl = opts.TTL
 	s.ready.Store(true)
 	if opts.Redis == nil {
 		s.reg = &memRegistry{}
@@ -228,7 +240,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), opts.RegistryTimeout)
 	defer cancel()
-	r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix, opts.Logger)
+	r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix, opts.OriginalKeys, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -247,6 +259,9 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	if o.TTL < 0 || o.RegistryTimeout < 0 {
 		return o, fmt.Errorf("%w: ServerOptions.TTL and RegistryTimeout cannot be negative", ErrInvalidOptions)
+	}
+	if o.OriginalKeys && o.Redis == nil {
+		return o, fmt.Errorf("%w: ServerOptions.OriginalKeys needs Redis", ErrInvalidOptions)
 	}
 	o = o.Defaults()
 	if err := listenAddr(o.Addr); err != nil {

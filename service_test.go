@@ -76,15 +76,22 @@ func TestServiceEndpoint(t *testing.T) {
 		if resp.StatusCode != 200 || body != `{"Result":0}` || resp.Header.Get("Nano-Service") != "role:math,cmd:sum,return:zero" {
 			t.Fatalf("got %d %s %v", resp.StatusCode, body, resp.Header)
 		}
-		// Without ServiceRequest the header changes nothing.
+		// Without ServiceRequest too: a client need not change the message
+		// to learn who answered.
 		req, _ = http.NewRequest(http.MethodPost, url, strings.NewReader(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`))
 		req.Header.Set("Nano-Envelope", "header")
 		resp, err = http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if body := readAll(resp); body != `{"Result":3}` || resp.Header.Get("Nano-Service") != "" {
+		if body := readAll(resp); body != `{"Result":3}` || resp.Header.Get("Nano-Service") != "role:math,cmd:sum" {
 			t.Fatalf("got %s %v", body, resp.Header)
+		}
+		// Without the field, the body is the handler's bytes and nothing
+		// names the service, as with the original's services.
+		status, body := post(t, url, `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`)
+		if status != 200 || body != `{"Result":3}` {
+			t.Fatalf("got %d %s", status, body)
 		}
 	})
 	t.Run("no handler", func(t *testing.T) {

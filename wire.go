@@ -97,6 +97,7 @@ type resolution struct {
 type resolvedInstance struct {
 	ServiceAddress string    `json:"ServiceAddress"`
 	Expires        time.Time `json:"Expires"`
+	Permanent      bool      `json:"Permanent,omitempty"` // an original service's: it never expires
 }
 
 // envelope is a service's answer to a message with "ServiceRequest": true.
@@ -106,13 +107,14 @@ type envelope struct {
 	Payload []byte        `json:"Payload"`
 }
 
-// A service of this library answers a message that asks for the
-// ServiceRequest envelope, and whose request carries "Nano-Envelope:
-// header", with the handler's bytes as the body and the pattern that
-// matched in a "Nano-Service" header: the same facts as the JSON envelope
-// without encoding the payload in base64 and decoding it again. Services
-// that do not know the header (the original library's) answer with the
-// JSON envelope, which the client reads as before.
+// A service of this library answers a request that carries
+// "Nano-Envelope: header" with the handler's bytes as the body and the
+// pattern that matched in a "Nano-Service" header, whether or not the
+// message asks for the ServiceRequest envelope: the same facts as the JSON
+// envelope without encoding the payload in base64 and decoding it again.
+// Services that do not know the header (the original library's) answer
+// with the handler's bytes, or with the JSON envelope when the message
+// asks for it; the client reads both as the original's Act did.
 const (
 	envelopeHeader   = "Nano-Envelope"
 	envelopeInHeader = "header"
@@ -134,10 +136,6 @@ const (
 // envelopeInHeaderValue is the value of the Nano-Envelope field of the
 // calls a Client sends, shared by their headers: it is never modified.
 var envelopeInHeaderValue = []string{envelopeInHeader}
-
-// errNotService is the failure of a call whose answer is not a service's:
-// something else listens at the address.
-var errNotService = fmt.Errorf("%w: the answer is not a service envelope", ErrServiceUnavailable)
 
 // checkAnswer refuses an answer that a proxy must not pass on and a
 // client must not read, whatever transport carried it: a status below 200
@@ -201,9 +199,12 @@ var tokenByte = func() (t [256]bool) {
 	return t
 }()
 
-// decodeAnswer reads a service's answer to a call: the handler's bytes,
-// from the JSON envelope or as the body when the header says the envelope
-// is there; an error answer becomes an *Error.
+// decodeAnswer reads a service's answer to a call: the handler's bytes;
+// an error answer becomes an *Error. A service of this library names
+// itself in the Nano-Service field and answers with the handler's bytes.
+// Any other 2xx answer is read as the original's Act read it: when it
+// decodes as the JSON envelope of a service (a Service with a Pattern), the
+// envelope's Payload, else the body as it came.
 func decodeAnswer(status int, header http.Header, data []byte) (envelope, error) {
 	var env envelope
 	if status < 200 || status > 299 {
@@ -214,30 +215,32 @@ func decodeAnswer(status int, header http.Header, data []byte) (envelope, error)
 		}
 		return env, err
 	}
-	if len(header[serviceHeader]) > 0 {
-		env.Payload = data
-		return env, nil
+	if len(header[serviceHeader]) == 0 {
+		if err := json.Unmarshal(data, &env); err == nil && env.Service != nil && env.Service.Pattern != "" {
+			return env, nil
+		}
 	}
-	if err := json.Unmarshal(data, &env); err != nil || env.Service == nil {
-		return envelope{}, errNotService
-	}
-	return env, nil
+	return envelope{Payload: data}, nil
 }
 
-// withServiceRequest checks that msg is a JSON object and returns it with
-// "ServiceRequest": true, adding the field before the closing brace when the
-// message does not already ask for the envelope.
-func withServiceRequest(msg []byte) ([]byte, error) {
+// checkObject checks that msg is a JSON object whose Pattern and
+// ServiceRequest fields, if any, have the right types.
+func checkObject(msg []byte) error {
 	trimmed := bytes.TrimSpace(msg)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidMessage)
+		return fmt.Errorf("%w: not a JSON object", ErrInvalidMessage)
 	}
-	m, err := readMessage(trimmed)
-	if err != nil {
-		return nil, err
-	}
-	if m.ServiceRequest {
-		return msg, nil
+	_, err := readMessage(trimmed)
+	return err
+}
+
+// withServiceRequest returns msg, a JSON object checkObject accepted,
+// with "ServiceRequest": true, adding the field before the closing brace
+// when the message does not already ask for the envelope.
+func withServiceRequest(msg []byte) []byte {
+	trimmed := bytes.TrimSpace(msg)
+	if m, err := readMessage(trimmed); err != nil || m.ServiceRequest {
+		return msg
 	}
 	// A later duplicate key wins in encoding/json, so appending overrides a
 	// "ServiceRequest": false the message may carry.
@@ -248,5 +251,5 @@ func withServiceRequest(msg []byte) ([]byte, error) {
 		out = append(out, ',')
 	}
 	out = append(out, `"ServiceRequest":true}`...)
-	return out, nil
+	return out
 }

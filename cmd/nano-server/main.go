@@ -77,6 +77,7 @@ type config struct {
 	redisAddrs, redisMaster, redisPassword string
 	redisDB                                int
 	keyPrefix                              string
+	originalKeys                           bool
 	token, tokenFile                       string
 	ttl, resync                            time.Duration
 	upstreamTimeout, registryTimeout       time.Duration
@@ -121,6 +122,17 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		}
 		fs.DurationVar(p, name, def, usage+" ($"+env+")")
 	}
+	boolean := func(p *bool, name, env, usage string) {
+		def := false
+		if v := os.Getenv(env); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("$%s: %q is not true or false", env, v))
+			}
+			def = b
+		}
+		fs.BoolVar(p, name, def, usage+" ($"+env+")")
+	}
 	// Limits default to zero, which the library reads as its own default;
 	// the help shows what that is.
 	def := nano.ServerOptions{}.Defaults()
@@ -134,6 +146,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	str(&c.redisPassword, "redis-password", "NANO_REDIS_PASSWORD", "", "Redis password")
 	num(&c.redisDB, "redis-db", "NANO_REDIS_DB", 0, "Redis database number")
 	str(&c.keyPrefix, "key-prefix", "NANO_KEY_PREFIX", "", "prefix of the registry's Redis keys; empty means "+def.KeyPrefix)
+	boolean(&c.originalKeys, "original-keys", "NANO_ORIGINAL_KEYS", "also keep the original library's Redis keys, so that its servers and this one route each other's services during a rolling upgrade; needs -redis")
 	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
 	dur(&c.ttl, "ttl", "NANO_TTL", 0, "a registration lives this long unless renewed"+or(def.TTL))
 	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 0, "full reload of the registry from Redis"+or(def.ResyncInterval)+", negative never")
@@ -189,6 +202,7 @@ func (c config) options(log *slog.Logger) nano.ServerOptions {
 	opts := nano.ServerOptions{
 		Addr:              net.JoinHostPort(c.host, strconv.Itoa(c.port)),
 		KeyPrefix:         c.keyPrefix,
+		OriginalKeys:      c.originalKeys,
 		Token:             c.token,
 		MaxBodyBytes:      c.maxBodyBytes,
 		MaxHeaderBytes:    c.maxHeaderBytes,
