@@ -195,15 +195,25 @@ func (s *originalService) restart(t *testing.T) {
 	s.serve(t, l)
 }
 
-func (s *originalService) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	s.calls.add()
+// originalBody reads the body of a POST as the original's servers and
+// services did, answering anything else with a status and no body.
+func originalBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if r.Method != http.MethodPost {
 		w.WriteHeader(http.StatusMethodNotAllowed)
-		return
+		return nil, false
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *originalService) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	s.calls.add()
+	body, ok := originalBody(w, r)
+	if !ok {
 		return
 	}
 	var msg struct {
@@ -404,13 +414,8 @@ func startOriginalServer(t *testing.T, store originalStore) *originalServer {
 	t.Helper()
 	s := &originalServer{}
 	s.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
+		body, ok := originalBody(w, r)
+		if !ok {
 			return
 		}
 		if r.URL.Path == "/register" {

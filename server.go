@@ -97,7 +97,9 @@ type ServerOptions struct {
 	// TTL is how long a registration lives unless the service renews it.
 	// Services renew at a third of it, which the server tells them in its
 	// answer to /register. Zero means 30 seconds. Servers sharing a Redis
-	// should use the same TTL.
+	// should use the same TTL. Registrations of the original library's
+	// services, which never renew, do not expire: they leave when the
+	// instance cannot be reached.
 	TTL time.Duration
 	// ResyncInterval is how often the server reloads the whole registry
 	// into its mirror, repairing changes it missed (it hears of changes at
