@@ -81,11 +81,37 @@ func liveInstances(t *testing.T, r *redisProc, opts nano.ServerOptions, pattern 
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer rdb.Close()
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	n, err := rdb.ZCount(context.Background(), opts.KeyPrefix+"pattern:"+pattern, "("+now, "+inf").Result()
+	n, err := rdb.ZCount(context.Background(), patternKey(t, rdb, opts.KeyPrefix, pattern), "("+now, "+inf").Result()
 	if err != nil {
 		return -1
 	}
 	return n
+}
+
+// patternKey finds the key of a pattern's set in the registry under
+// prefix: prefix{shard}pattern:<pattern>. It is "" when there is none.
+func patternKey(t *testing.T, rdb *redis.Client, prefix, pattern string) string {
+	t.Helper()
+	keys, err := rdb.Keys(context.Background(), globEscape(prefix)+"{*}pattern:"+globEscape(pattern)).Result()
+	if err != nil || len(keys) > 1 {
+		t.Fatalf("keys of %q: %q %v", pattern, keys, err)
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	return keys[0]
+}
+
+// globEscape escapes what KEYS takes for a wildcard.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if strings.ContainsRune(`*?[]\^-`, c) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 // resolveCount returns how many instances the server at addr resolves

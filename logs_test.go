@@ -3,6 +3,7 @@ package nano_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,7 +57,6 @@ func TestServerLogLines(t *testing.T) {
 			o.Logger = slog.New(l)
 			_, servers[name] = startServer(t, o)
 		}
-		waitSubscribers(t, testRedis, opts.KeyPrefix, 2)
 		handlers := map[string]nano.HandlerFunc{}
 		for i := range 30 {
 			handlers[fmt.Sprintf("role:logged,n:%d", i)] = sumZero
@@ -85,7 +85,6 @@ func TestServerLogLines(t *testing.T) {
 		optsB.Redis = &redis.UniversalOptions{Addrs: []string{link.addr}}
 		optsB.Logger = slog.New(logs)
 		_, b := startServer(t, optsB)
-		waitSubscribers(t, testRedis, opts.KeyPrefix, 2)
 
 		link.cut()
 		registerAt(t, a, "role:missed", deadAddr(t))
@@ -181,42 +180,37 @@ func TestServerLogLines(t *testing.T) {
 	})
 }
 
-// TestRedisLinesReachTheServerLogger kills Redis under a server's
-// subscription: go-redis's own line about the broken connection arrives
-// in the server's Logger, here a JSON handler, whose output stays JSON
-// line by line.
+// TestRedisLinesReachTheServerLogger points a server at a "sentinel" that
+// is a plain Redis: go-redis's own line about the failed sentinel query
+// arrives in the server's Logger, here a JSON handler, whose output stays
+// JSON line by line.
 //
 // Not parallel: go-redis has one logger per process, which follows the
 // most recent server made with Redis, and a test running beside this one
 // could make one.
 func TestRedisLinesReachTheServerLogger(t *testing.T) {
-	r := newRedis(t)
 	out := &syncBuffer{}
-	opts := redisOptions(t, r)
+	opts := redisOptions(t, testRedis)
+	opts.Redis.MasterName = "nomaster"
+	opts.RegistryTimeout = time.Second
 	opts.Logger = slog.New(slog.NewJSONHandler(out, nil))
-	startServer(t, opts)
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer rdb.Close()
-	eventually(t, "the server subscribes to the registry's events", func() bool {
-		n, err := rdb.PubSubNumSub(context.Background(), opts.KeyPrefix+"events").Result()
-		return err == nil && n[opts.KeyPrefix+"events"] == 1
-	})
-	r.kill(t)
-	eventually(t, "a line of go-redis's arrives", func() bool { return strings.Contains(out.String(), `"nano: redis: `) })
+	if _, err := nano.NewServerWithOptions(opts); !errors.Is(err, nano.ErrRegistryUnavailable) {
+		t.Fatalf("a server whose sentinel is not one: %v; want ErrRegistryUnavailable", err)
+	}
+	if !strings.Contains(out.String(), `"nano: sentinel: `) {
+		t.Fatalf("no line of go-redis's in %q", out.String())
+	}
 	for line := range strings.SplitSeq(strings.TrimSuffix(out.String(), "\n"), "\n") {
 		var rec struct{ Level, Msg string }
 		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Msg == "" {
 			t.Fatalf("not a JSON record: %q", line)
 		}
-		if strings.HasPrefix(rec.Msg, "nano: redis: ") {
+		if strings.HasPrefix(rec.Msg, "nano: sentinel: ") {
 			if rec.Level != slog.LevelWarn.String() {
 				t.Errorf("go-redis's line %q at level %s; want WARN", rec.Msg, rec.Level)
 			}
 			t.Logf("go-redis: %s", line)
 		}
-	}
-	if !strings.Contains(out.String(), `"nano: server listening"`) {
-		t.Errorf("the log holds %q; want the server's own lines too", out.String())
 	}
 }
 
@@ -242,18 +236,6 @@ func checkRegisteredOnce(t *testing.T, who string, l *logRecords, patterns []str
 		t.Errorf("%s: want one \"service registered\" line for each of %d patterns; got lines for %d patterns, and these counts where not one: %s",
 			who, len(patterns), len(lines), strings.Join(wrong, ", "))
 	}
-}
-
-// waitSubscribers waits until n clients subscribe to the registry events
-// of the servers using prefix in the Redis r.
-func waitSubscribers(t *testing.T, r *redisProc, prefix string, n int64) {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
-	defer rdb.Close()
-	eventually(t, fmt.Sprintf("%d servers subscribe to the registry's events", n), func() bool {
-		subs, err := rdb.PubSubNumSub(context.Background(), prefix+"events").Result()
-		return err == nil && subs[prefix+"events"] == n
-	})
 }
 
 // waitListed waits until the server at addr lists n patterns in GET

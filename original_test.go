@@ -547,7 +547,7 @@ func TestOriginalServiceStaysRegistered(t *testing.T) {
 			if opts.Redis != nil {
 				rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 				defer rdb.Close()
-				if pttl, err := rdb.PTTL(context.Background(), opts.KeyPrefix+"pattern:role:old").Result(); err != nil || pttl != -1 {
+				if pttl, err := rdb.PTTL(context.Background(), patternKey(t, rdb, opts.KeyPrefix, "role:old")).Result(); err != nil || pttl != -1 {
 					t.Errorf("PTTL of the original service's set = %v, %v; want no expiry (-1)", pttl, err)
 				}
 			}

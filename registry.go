@@ -23,15 +23,11 @@ type registry interface {
 	// all returns the live instances of every pattern.
 	all(ctx context.Context) (map[string][]member, error)
 	// shared reports whether other servers change the registry too: only
-	// then does a server watch it and reload its mirror from it now and
-	// then.
+	// then does a server follow its changes (redisRegistry.follow), and
+	// learn from it when an instance expires.
 	shared() bool
-	// watch delivers the changes made to a shared registry to apply until
-	// stop is closed, and calls missed whenever changes may have been
-	// missed (the connection was lost and made again).
-	watch(stop <-chan struct{}, apply func(event), missed func())
 	// expire drops the instances that expired before now (Unix
-	// nanoseconds), where the registry does not drop them by itself.
+	// nanoseconds); a shared registry tells every server of them.
 	expire(now int64)
 	// ping reports whether the registry answers.
 	ping(ctx context.Context) error
@@ -40,12 +36,13 @@ type registry interface {
 }
 
 // event tells the servers sharing a registry of a change, so that their
-// mirrors follow it without waiting for the next resync.
+// mirrors follow it.
 type event struct {
-	Op             string `json:"op"` // "register" or "deregister"
-	Pattern        string `json:"pattern"`
-	ServiceAddress string `json:"addr"`
-	Expires        int64  `json:"expires,omitempty"` // Unix milliseconds
+	Op             string // "register", "deregister" or "expire"
+	Pattern        string
+	ServiceAddress string
+	Expires        int64 // of a registration, Unix milliseconds
+	At             int64 // when the change was made, Unix milliseconds
 }
 
 // The original library's services register once and never renew: a
@@ -103,8 +100,6 @@ func (r *memRegistry) all(context.Context) (map[string][]member, error) {
 }
 
 func (r *memRegistry) shared() bool { return false }
-
-func (r *memRegistry) watch(stop <-chan struct{}, _ func(event), _ func()) { <-stop }
 
 func (r *memRegistry) expire(now int64) { r.t.sweep(now) }
 

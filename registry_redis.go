@@ -2,7 +2,7 @@ package nano
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,20 +16,20 @@ import (
 	"github.com/go-redis/redis/v8"
 )
 
-// redisRegistry keeps one sorted set per pattern,
-// prefix + "pattern:" + pattern, whose members are the instances'
-// host:port addresses scored by their expiry in Unix milliseconds. Changes
-// are announced on the channel prefix + "events". It touches no other key,
-// unless original is set (ServerOptions.OriginalKeys): it then also keeps
-// the original library's string key per pattern, named by the pattern.
+// redisRegistry keeps the registry in Redis, under prefix, in the layout
+// described at shards. It touches no other key, unless original is set
+// (ServerOptions.OriginalKeys): it then also keeps the original library's
+// string key per pattern, named by the pattern.
 type redisRegistry struct {
 	rdb      redis.UniversalClient
-	prefix   string // namespace of every key, e.g. "nano:"
-	original bool   // keep the original's keys too
+	prefix   string        // namespace of every key, e.g. "nano:"
+	original bool          // keep the original's keys too
+	timeout  time.Duration // bound of the calls made in the background
+	epoch    string        // this server's candidate for a shard's epoch
 }
 
 // newRedisRegistry connects to Redis and checks that it answers.
-func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string, original bool, log *slog.Logger) (*redisRegistry, error) {
+func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix string, original bool, timeout time.Duration, log *slog.Logger) (*redisRegistry, error) {
 	routeRedisLog(log)
 	o := *opts
 	rdb := newUniversalClient(&o)
@@ -37,7 +37,7 @@ func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix 
 		rdb.Close()
 		return nil, fmt.Errorf("%w: redis %s: %v", ErrRegistryUnavailable, strings.Join(o.Addrs, ","), err)
 	}
-	return &redisRegistry{rdb: rdb, prefix: prefix, original: original}, nil
+	return &redisRegistry{rdb: rdb, prefix: prefix, original: original, timeout: timeout, epoch: rand.Text()}, nil
 }
 
 // go-redis writes lines of its own (a broken connection dropped, a
@@ -143,42 +143,121 @@ func parseClusterNodes(text string) []redis.ClusterSlot {
 	return slots
 }
 
-func (r *redisRegistry) key(pattern string) string { return r.prefix + "pattern:" + pattern }
-func (r *redisRegistry) channel() string           { return r.prefix + "events" }
+// The registry's keys are spread over shards: a pattern belongs to shard
+// shardOf(pattern), and every key of a shard carries the shard's hash tag,
+// prefix + "{k}", so that in a Cluster a shard's keys share one slot and
+// each change is one atomic script on one node:
+//
+//	prefix{k}pattern:<pattern>  sorted set: the instances' addresses, scored by expiry (ms)
+//	prefix{k}deadlines          sorted set: "<pattern>\n<address>" of every instance that
+//	                            expires, scored by its expiry: what the reaper looks at
+//	prefix{k}changes            stream: registrations of new instances, deregistrations and
+//	                            expiries, in the order they were made; renewals are not in it
+//	prefix{k}epoch              string: made with the shard's first change, so that a Redis
+//	                            that lost its data is told from one that did not
+//
+// A server reads every pattern once, at start, then follows the streams from
+// where the reading began (XREAD): the work it causes grows with the changes,
+// not with the registry. It reads everything again only when it may have
+// missed a change (a stream trimmed past the point it had reached, a shard
+// whose epoch changed).
+const shards = 16
 
-// registerScript adds or renews an instance, drops the expired ones,
-// makes the set expire with its last member (never while it has a
-// permanent one) and announces the change, in one atomic step: events
-// reach the servers in the order the changes were made. KEYS[1] is the
-// pattern's set; ARGV holds the expiry (ms), the address, now (ms), the
-// TTL (ms), the channel, the event and the score from which a member is
-// permanent.
+// changesMaxLen bounds each shard's stream, roughly (MAXLEN ~): a server
+// that falls further behind reads the whole registry again.
+const changesMaxLen = 10_000
+
+// shardOf is the shard of pattern p: FNV-1a of its bytes.
+func shardOf(p string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(p); i++ {
+		h ^= uint32(p[i])
+		h *= 16777619
+	}
+	return int(h % shards)
+}
+
+func (r *redisRegistry) tag(k int) string       { return r.prefix + "{" + strconv.Itoa(k) + "}" }
+func (r *redisRegistry) key(p string) string    { return r.tag(shardOf(p)) + "pattern:" + p }
+func (r *redisRegistry) deadlines(k int) string { return r.tag(k) + "deadlines" }
+func (r *redisRegistry) changes(k int) string   { return r.tag(k) + "changes" }
+func (r *redisRegistry) epochKey(k int) string  { return r.tag(k) + "epoch" }
+func (r *redisRegistry) shardKeys(p string) []string {
+	k := shardOf(p)
+	return []string{r.key(p), r.deadlines(k), r.changes(k), r.epochKey(k)}
+}
+
+// registerScript adds or renews an instance and records its deadline (a
+// permanent instance has none); the set never expires while it has a
+// permanent member, else with the TTL. Only an instance the set did not
+// hold, or one that became permanent or stopped being so, is a change
+// written to the stream: a renewal is not. KEYS: the set, the deadlines,
+// the stream, the epoch. ARGV: the expiry (ms), the address, the TTL
+// (ms), the score from which a member is permanent, the pattern, the
+// stream's length bound, an epoch to set if there is none.
 var registerScript = redis.NewScript(`
+local old = redis.call('ZSCORE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-if redis.call('ZCOUNT', KEYS[1], ARGV[7], '+inf') > 0 then
+local member = ARGV[5] .. '\n' .. ARGV[2]
+local permanent = tonumber(ARGV[1]) >= tonumber(ARGV[4])
+if permanent then
+  redis.call('ZREM', KEYS[2], member)
+else
+  redis.call('ZADD', KEYS[2], ARGV[1], member)
+end
+if redis.call('ZCOUNT', KEYS[1], ARGV[4], '+inf') > 0 then
   redis.call('PERSIST', KEYS[1])
 else
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 1
+if not old or (tonumber(old) >= tonumber(ARGV[4])) ~= permanent then
+  redis.call('SET', KEYS[4], ARGV[7], 'NX')
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'op', 'register', 'p', ARGV[5], 'a', ARGV[2], 'e', ARGV[1])
+  return 1
+end
+return 0
 `)
 
-// deregisterScript removes an instance and announces it, atomically. A
-// set left without permanent members expires again with its last one.
-// KEYS[1] is the pattern's set; ARGV holds the address, the channel, the
-// event and the score from which a member is permanent.
+// deregisterScript removes an instance and writes the change. A set left
+// without permanent members expires again with its last one. KEYS as
+// registerScript's; ARGV: the address, the pattern, the score from which a
+// member is permanent, the stream's length bound, an epoch to set if there
+// is none.
 var deregisterScript = redis.NewScript(`
 redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) == -1 and redis.call('ZCOUNT', KEYS[1], ARGV[4], '+inf') == 0 then
+redis.call('ZREM', KEYS[2], ARGV[2] .. '\n' .. ARGV[1])
+if redis.call('PTTL', KEYS[1]) == -1 and redis.call('ZCOUNT', KEYS[1], ARGV[3], '+inf') == 0 then
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   if last[2] then
     redis.call('PEXPIREAT', KEYS[1], last[2])
   end
 end
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('SET', KEYS[4], ARGV[5], 'NX')
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'op', 'deregister', 'p', ARGV[2], 'a', ARGV[1])
 return 1
+`)
+
+// reapScript removes the instances of a shard whose deadline passed, at
+// most ARGV[2] of them, and writes each expiry to the stream. KEYS: the
+// deadlines, the stream. ARGV: now (ms), the limit, the stream's length
+// bound, the prefix of the shard's set keys. The sets it touches are the
+// shard's, in the same slot.
+var reapScript = redis.NewScript(`
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(due) do
+  local nl = string.find(m, '\n', 1, true)
+  redis.call('ZREM', KEYS[1], m)
+  if nl then
+    local p, a = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
+    local set = ARGV[4] .. p
+    local score = redis.call('ZSCORE', set, a)
+    if not score or tonumber(score) <= tonumber(ARGV[1]) then
+      redis.call('ZREM', set, a)
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'expire', 'p', p, 'a', a)
+    end
+  end
+end
+return #due
 `)
 
 // originalSetScript writes the original library's key of a pattern,
@@ -215,9 +294,8 @@ func permanentScore(now time.Time) int64 { return now.Add(permanentSpan / 2).Uni
 func (r *redisRegistry) register(ctx context.Context, reg Registration, life, ttl time.Duration) (member, error) {
 	now := time.Now()
 	m := member{addr: reg.ServiceAddress, expires: now.Add(life)}
-	ev, _ := json.Marshal(event{Op: "register", Pattern: reg.Pattern, ServiceAddress: m.addr, Expires: m.expires.UnixMilli()})
-	err := registerScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)},
-		m.expires.UnixMilli(), m.addr, now.UnixMilli(), ttl.Milliseconds(), r.channel(), ev, permanentScore(now)).Err()
+	err := registerScript.Run(ctx, r.rdb, r.shardKeys(reg.Pattern),
+		m.expires.UnixMilli(), m.addr, ttl.Milliseconds(), permanentScore(now), reg.Pattern, changesMaxLen, r.epoch).Err()
 	if err != nil {
 		return m, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
@@ -234,8 +312,8 @@ func (r *redisRegistry) register(ctx context.Context, reg Registration, life, tt
 }
 
 func (r *redisRegistry) deregister(ctx context.Context, reg Registration) error {
-	ev, _ := json.Marshal(event{Op: "deregister", Pattern: reg.Pattern, ServiceAddress: reg.ServiceAddress})
-	err := deregisterScript.Run(ctx, r.rdb, []string{r.key(reg.Pattern)}, reg.ServiceAddress, r.channel(), ev, permanentScore(time.Now())).Err()
+	err := deregisterScript.Run(ctx, r.rdb, r.shardKeys(reg.Pattern),
+		reg.ServiceAddress, reg.Pattern, permanentScore(time.Now()), changesMaxLen, r.epoch).Err()
 	if err == nil && r.original {
 		err = originalDelScript.Run(ctx, r.rdb, []string{reg.Pattern}, reg.ServiceAddress).Err()
 	}
@@ -291,7 +369,6 @@ func (r *redisRegistry) all(ctx context.Context) (map[string][]member, error) {
 		return nil, err
 	}
 	out := make(map[string][]member, len(keys))
-	prefix := r.key("")
 	for b, ms := range results {
 		for i, m := range ms {
 			if len(m) == 0 {
@@ -299,12 +376,24 @@ func (r *redisRegistry) all(ctx context.Context) (map[string][]member, error) {
 			}
 			// A copy, not a substring: the mirror keeps it, and should not
 			// keep the key's prefix too.
-			if p, err := parsePattern(strings.Clone(strings.TrimPrefix(keys[b*batch+i], prefix))); err == nil {
-				out[p] = m
+			if p, ok := r.patternOf(keys[b*batch+i]); ok {
+				if p, err := parsePattern(strings.Clone(p)); err == nil {
+					out[p] = m
+				}
 			}
 		}
 	}
 	return out, nil
+}
+
+// patternOf returns the pattern of a set's key.
+func (r *redisRegistry) patternOf(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, r.prefix+"{")
+	if !ok {
+		return "", false
+	}
+	_, p, ok := strings.Cut(rest, "}pattern:")
+	return p, ok
 }
 
 // liveMembers reads the unexpired members of the sets of names, in one
@@ -376,7 +465,7 @@ func (r *redisRegistry) originalMembers(ctx context.Context, names []string, res
 
 // keys lists the pattern keys, on every master of a cluster.
 func (r *redisRegistry) keys(ctx context.Context) ([]string, error) {
-	match := escapeGlob(r.key("")) + "*"
+	match := escapeGlob(r.prefix) + "{*}pattern:*"
 	var (
 		mu   sync.Mutex // guards keys
 		keys []string
@@ -399,39 +488,262 @@ func (r *redisRegistry) keys(ctx context.Context) ([]string, error) {
 
 func (r *redisRegistry) shared() bool { return true }
 
-// expire does nothing: lookups skip expired members, and registerScript
-// removes them.
-func (r *redisRegistry) expire(int64) {}
+// expire removes the instances whose deadline passed, in every shard, and
+// writes their expiry to the streams, from which every server learns it.
+// Every server runs it; the scripts are atomic, so an instance expires once.
+func (r *redisRegistry) expire(now int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+	defer cancel()
+	ms := time.Unix(0, now).UnixMilli()
+	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for k := range shards {
+			// EVALSHA: the scripts are loaded by the first registration;
+			// a Redis that lost them is given them again below.
+			reapScript.EvalSha(ctx, pipe, []string{r.deadlines(k), r.changes(k)}, ms, 1000, changesMaxLen, r.tag(k)+"pattern:")
+		}
+		return nil
+	})
+	if err != nil && strings.Contains(err.Error(), "NOSCRIPT") {
+		reapScript.Load(ctx, r.rdb)
+	}
+}
 
-// watch subscribes to the registry's events. go-redis reconnects a broken
-// subscription by itself; missed runs on every (re)subscription, when
-// messages may have been missed.
-func (r *redisRegistry) watch(stop <-chan struct{}, apply func(event), missed func()) {
+// positions returns where each shard's stream ends now ("0-0" for an
+// empty one), for following it from there.
+func (r *redisRegistry) positions(ctx context.Context) ([]string, error) {
+	cmds := make([]*redis.XMessageSliceCmd, shards)
+	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for k := range shards {
+			cmds[k] = pipe.XRevRangeN(ctx, r.changes(k), "+", "-", 1)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	}
+	ids := make([]string, shards)
+	for k, cmd := range cmds {
+		ids[k] = "0-0"
+		if msgs := cmd.Val(); len(msgs) > 0 {
+			ids[k] = msgs[0].ID
+		}
+	}
+	return ids, nil
+}
+
+// epochs returns each shard's epoch ("" where there is none).
+func (r *redisRegistry) epochs(ctx context.Context) ([]string, error) {
+	cmds := make([]*redis.StringCmd, shards)
+	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for k := range shards {
+			cmds[k] = pipe.Get(ctx, r.epochKey(k))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
+	}
+	out := make([]string, shards)
+	for k, cmd := range cmds {
+		out[k] = cmd.Val()
+	}
+	return out, nil
+}
+
+// trimmedPast reports whether the stream of shard k may have dropped
+// entries after id: its first entry is later than id.
+func (r *redisRegistry) trimmedPast(ctx context.Context, k int, id string) (bool, error) {
+	msgs, err := r.rdb.XRangeN(ctx, r.changes(k), "-", "+", 1).Result()
+	if err != nil {
+		return false, err
+	}
+	return len(msgs) > 0 && compareIDs(msgs[0].ID, id) > 0 && !nextID(id, msgs[0].ID), nil
+}
+
+// compareIDs compares two stream IDs ("ms-seq").
+func compareIDs(a, b string) int {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	if am != bm {
+		return cmpUint(am, bm)
+	}
+	return cmpUint(as, bs)
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func splitID(id string) (ms, seq uint64) {
+	m, s, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(s, 10, 64)
+	return ms, seq
+}
+
+// nextID reports whether b can only be the entry right after a: the next
+// sequence number of the same millisecond.
+func nextID(a, b string) bool {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	return am == bm && bs == as+1
+}
+
+// follow reads the changes of the shards, from the positions ids, and
+// hands each to apply, until stop is closed. In a Cluster each shard is
+// read on its own (a command's keys must share a slot); elsewhere one
+// XREAD reads them all. When a group of shards may have missed changes
+// (after a failed read, or when it had fallen behind), reload is called
+// with the positions to go on from, once it has read the registry again.
+func (r *redisRegistry) follow(stop <-chan struct{}, ids []string, apply func(event), reload func(ctx context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ps := r.rdb.Subscribe(ctx, r.channel())
-	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions(ctx, 1024)
-	for {
-		select {
-		case <-stop:
-			return
-		case msg, ok := <-ch:
-			if !ok {
-				return
-			}
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" {
-					missed()
+	go func() {
+		<-stop
+		cancel()
+	}()
+	var groups [][]int
+	if _, cluster := r.rdb.(*redis.ClusterClient); cluster {
+		for k := range shards {
+			groups = append(groups, []int{k})
+		}
+	} else {
+		all := make([]int, shards)
+		for k := range all {
+			all[k] = k
+		}
+		groups = [][]int{all}
+	}
+	var wg sync.WaitGroup
+	var reloading sync.Mutex // one reload at a time
+	for _, g := range groups {
+		wg.Go(func() { r.followGroup(ctx, g, ids, apply, reload, &reloading) })
+	}
+	wg.Wait()
+}
+
+// followBlock is how long one XREAD waits for changes.
+const followBlock = 2 * time.Second
+
+// followBatch is the most changes one XREAD returns.
+const followBatch = 1000
+
+func (r *redisRegistry) followGroup(ctx context.Context, shardsOf []int, start []string, apply func(event), reload func(ctx context.Context) error, reloading *sync.Mutex) {
+	pos := make(map[int]string, len(shardsOf))
+	for _, k := range shardsOf {
+		pos[k] = start[k]
+	}
+	args := &redis.XReadArgs{Streams: make([]string, 2*len(shardsOf)), Count: followBatch, Block: followBlock}
+	suspect := false // a read failed, or returned a full batch: changes may have been trimmed
+	retry := firstRetry
+	for ctx.Err() == nil {
+		if suspect {
+			lost := false
+			var err error
+			for _, k := range shardsOf {
+				var t bool
+				if t, err = r.trimmedPast(ctx, k, pos[k]); err != nil {
+					break
 				}
-			case *redis.Message:
-				var ev event
-				if json.Unmarshal([]byte(m.Payload), &ev) == nil {
+				lost = lost || t
+			}
+			if err != nil {
+				sleep(ctx, retry)
+				retry = min(2*retry, followBlock)
+				continue
+			}
+			if lost {
+				reloading.Lock()
+				err := r.reloadGroup(ctx, shardsOf, pos, reload)
+				reloading.Unlock()
+				if err != nil {
+					sleep(ctx, retry)
+					retry = min(2*retry, followBlock)
+					continue
+				}
+			}
+			suspect = false
+		}
+		for i, k := range shardsOf {
+			args.Streams[i] = r.changes(k)
+			args.Streams[len(shardsOf)+i] = pos[k]
+		}
+		streams, err := r.rdb.XRead(ctx, args).Result()
+		switch {
+		case errors.Is(err, redis.Nil): // nothing changed while blocked
+			retry = firstRetry
+			continue
+		case err != nil:
+			suspect = true
+			sleep(ctx, retry)
+			retry = min(2*retry, followBlock)
+			continue
+		}
+		retry = firstRetry
+		for _, st := range streams {
+			k := r.shardOfStream(st.Stream)
+			for _, m := range st.Messages {
+				if ev, ok := decodeChange(m); ok {
 					apply(ev)
 				}
+				pos[k] = m.ID
+			}
+			if len(st.Messages) >= followBatch {
+				suspect = true
 			}
 		}
+	}
+}
+
+// reloadGroup reads the registry again for a group that may have missed
+// changes: it takes the streams' positions first, so that every change
+// made during the reading is applied after it.
+func (r *redisRegistry) reloadGroup(ctx context.Context, shardsOf []int, pos map[int]string, reload func(ctx context.Context) error) error {
+	ids, err := r.positions(ctx)
+	if err != nil {
+		return err
+	}
+	if err := reload(ctx); err != nil {
+		return err
+	}
+	for _, k := range shardsOf {
+		pos[k] = ids[k]
+	}
+	return nil
+}
+
+// shardOfStream is the shard of a stream's key.
+func (r *redisRegistry) shardOfStream(key string) int {
+	rest, _ := strings.CutPrefix(key, r.prefix+"{")
+	n, _, _ := strings.Cut(rest, "}")
+	k, _ := strconv.Atoi(n)
+	return k
+}
+
+// decodeChange reads an entry of a stream.
+func decodeChange(m redis.XMessage) (event, bool) {
+	str := func(k string) string { s, _ := m.Values[k].(string); return s }
+	at, _ := splitID(m.ID)
+	ev := event{Op: str("op"), Pattern: str("p"), ServiceAddress: str("a"), At: int64(at)}
+	if e := str("e"); e != "" {
+		ev.Expires, _ = strconv.ParseInt(e, 10, 64)
+	}
+	return ev, ev.Op != "" && ev.Pattern != ""
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 

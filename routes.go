@@ -236,16 +236,49 @@ func (t *routeTable) drop(p string, old *route) {
 	t.m.deleteIf(p, func(cur *route) bool { return old != nil && cur != old })
 }
 
-// sweep drops the instances that expired before now (Unix nanoseconds)
-// and returns them, by pattern, and forgets the tombstones that ended.
-func (t *routeTable) sweep(now int64) map[string][]string {
+// sweepTombstones forgets the tombstones that ended before now (Unix
+// nanoseconds).
+func (t *routeTable) sweepTombstones(now int64) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	for k, until := range t.gone {
 		if now > until.UnixNano() {
 			delete(t.gone, k)
 		}
 	}
-	t.mu.Unlock()
+}
+
+// reconcile makes the table hold the instances of all, and only them: it
+// merges them (as mergeAll does) and drops every other instance. It
+// returns the addresses added and dropped, by pattern.
+func (t *routeTable) reconcile(all map[string][]member) (added, removed map[string][]string) {
+	added = t.mergeAll(all)
+	t.m.each(func(p string, _ *route) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		members := all[p]
+		var gone []string
+		t.removeLocked(p, func(in instance) bool {
+			if slices.ContainsFunc(members, func(m member) bool { return m.addr == in.addr }) {
+				return false
+			}
+			gone = append(gone, in.addr)
+			return true
+		})
+		if len(gone) > 0 {
+			if removed == nil {
+				removed = make(map[string][]string)
+			}
+			removed[p] = gone
+		}
+	})
+	return added, removed
+}
+
+// sweep drops the instances that expired before now (Unix nanoseconds)
+// and returns them, by pattern, and forgets the tombstones that ended.
+func (t *routeTable) sweep(now int64) map[string][]string {
+	t.sweepTombstones(now)
 	var expired map[string][]string
 	t.m.each(func(p string, r *route) {
 		if !slices.ContainsFunc(r.instances, func(in instance) bool { return !in.liveAt(now) }) {

@@ -33,7 +33,8 @@ type ServerOptions struct {
 	// NewUniversalClient reads them. Nil means an embedded in-memory
 	// registry that only this server sees.
 	Redis *redis.UniversalOptions
-	// KeyPrefix namespaces the Redis keys of the registry. Empty means "nano:".
+	// KeyPrefix namespaces the Redis keys of the registry; it cannot hold
+	// braces. Empty means "nano:".
 	KeyPrefix string
 	// OriginalKeys makes the server also keep the original library's
 	// layout in Redis, for a rolling upgrade of a fleet whose servers
@@ -101,10 +102,12 @@ type ServerOptions struct {
 	// services, which never renew, do not expire: they leave when the
 	// instance cannot be reached.
 	TTL time.Duration
-	// ResyncInterval is how often the server reloads the whole registry
-	// into its mirror, repairing changes it missed (it hears of changes at
-	// once through Redis pub/sub). Zero means 10 seconds; negative turns
-	// the periodic reload off. It does not apply to the embedded registry.
+	// ResyncInterval is how often the server checks that Redis did not
+	// lose the registry (restarted empty, say), when it reads the registry
+	// again. The server follows the registry's changes as they are made,
+	// and reads it whole only at start, after such a loss, or when it
+	// fell too far behind the changes. Zero means 10 seconds; negative
+	// turns the check off. It does not apply to the embedded registry.
 	ResyncInterval time.Duration
 	// Outliers configures the ejection of instances that fail again and
 	// again (see Outliers); its zero value is the defaults.
@@ -154,6 +157,9 @@ type Server struct {
 	ready               atomic.Bool       // the registry answered when last asked
 	failedRegistrations atomic.Int64      // registrations refused since the registry stopped answering
 	readyMu             sync.Mutex        // serializes the changes of ready
+	redis               *redisRegistry    // reg, when it is Redis
+	epochs              []string          // the Redis shards' epochs last seen (maintenance loop)
+	reconcileAt         time.Time         // when to read a registry that lost its data again (maintenance loop)
 	resyncNow           chan struct{}     // asks the maintenance loop for a resync
 	stop                chan struct{}     // closed by Shutdown: ends the loops
 	loops               sync.WaitGroup    // maintenance and subscription loops
@@ -242,17 +248,26 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), opts.RegistryTimeout)
 	defer cancel()
-	r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix, opts.OriginalKeys, opts.Logger)
+	r, err := newRedisRegistry(ctx, opts.Redis, opts.KeyPrefix, opts.OriginalKeys, opts.RegistryTimeout, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
-	s.reg = r
-	if _, err := s.resync(ctx); err != nil {
+	s.reg, s.redis = r, r
+	// Where the changes end before the registry is read: every change made
+	// while it is read is applied after.
+	ids, err := r.positions(ctx)
+	if err == nil {
+		s.epochs, err = r.epochs(ctx)
+	}
+	if err == nil {
+		_, err = s.resync(ctx)
+	}
+	if err != nil {
 		r.close()
 		return nil, err
 	}
 	s.loops.Go(s.maintain)
-	s.loops.Go(func() { r.watch(s.stop, s.apply, s.requestResync) })
+	s.loops.Go(func() { r.follow(s.stop, ids, s.apply, s.reload) })
 	return s, nil
 }
 
@@ -261,6 +276,9 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	if o.TTL < 0 || o.RegistryTimeout < 0 {
 		return o, fmt.Errorf("%w: ServerOptions.TTL and RegistryTimeout cannot be negative", ErrInvalidOptions)
+	}
+	if strings.ContainsAny(o.KeyPrefix, "{}") {
+		return o, fmt.Errorf("%w: ServerOptions.KeyPrefix cannot hold { or }: the registry's keys carry hash tags", ErrInvalidOptions)
 	}
 	if o.OriginalKeys && o.Redis == nil {
 		return o, fmt.Errorf("%w: ServerOptions.OriginalKeys needs Redis", ErrInvalidOptions)

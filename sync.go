@@ -6,12 +6,17 @@ import (
 	"time"
 )
 
-// How a Server keeps its mirror in step with the registry: events from
-// other servers as they happen, a full resync now and then, and a sweep
-// that drops the instances whose registration expired.
+// How a Server keeps its mirror in step with the registry. With the
+// embedded registry, the mirror is the registry's copy, and a sweep drops
+// the instances whose registration expired. With Redis, a server reads the
+// registry once, then follows its changes (registry_redis.go): new
+// instances, deregistrations, and expiries, which the servers find by
+// turns (the reaper, run with each sweep) and write as changes too, so
+// that a renewal costs the other servers nothing. It checks now and then
+// that Redis did not lose the registry, and reads it again if it did.
 
-// maintain runs the resyncs and the sweeps until Shutdown, which also
-// cancels a resync in progress.
+// maintain runs the sweeps and the checks until Shutdown, which also
+// cancels a reading in progress.
 func (s *Server) maintain() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -24,11 +29,11 @@ func (s *Server) maintain() {
 	}()
 	sweep := time.NewTicker(min(time.Second, s.opts.TTL/10))
 	defer sweep.Stop()
-	var resync, ping <-chan time.Time
+	var check, ping <-chan time.Time
 	if s.reg.shared() && s.opts.ResyncInterval > 0 {
 		t := time.NewTicker(s.opts.ResyncInterval)
 		defer t.Stop()
-		resync = t.C
+		check = t.C
 	}
 	if s.reg.shared() {
 		t := time.NewTicker(readinessInterval)
@@ -39,11 +44,16 @@ func (s *Server) maintain() {
 		select {
 		case <-ctx.Done():
 		case <-sweep.C:
-			s.sweep(s.now())
+			s.sweep()
+			if !s.reconcileAt.IsZero() && time.Now().After(s.reconcileAt) {
+				if s.reloadLogged(ctx) == nil {
+					s.reconcileAt = time.Time{}
+				}
+			}
 		case <-ping:
 			s.checkRegistry(ctx)
-		case <-resync:
-			s.resyncLogged(ctx)
+		case <-check:
+			s.checkEpochs(ctx)
 		case <-s.resyncNow:
 			s.resyncLogged(ctx)
 		}
@@ -67,10 +77,7 @@ func (s *Server) checkRegistry(ctx context.Context) {
 }
 
 // resync merges every live instance of the registry into the mirror. It
-// adds and renews, and never removes: instances leave the mirror when they
-// expire or are deregistered, so that a registry that lost its data (a
-// Redis restarted empty) does not take routes away until the services
-// have registered again.
+// adds and renews, and never removes.
 func (s *Server) resync(ctx context.Context) (added map[string][]string, err error) {
 	all, err := s.reg.all(ctx)
 	if err != nil {
@@ -89,7 +96,12 @@ func (s *Server) resyncLogged(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		s.log.Debug("nano: resync failed", "error", err)
 	}
-	// Registrations that neither the request nor an event told of first.
+	s.logAdded(added)
+}
+
+// logAdded logs the registrations that neither a request nor a change
+// told of first.
+func (s *Server) logAdded(added map[string][]string) {
 	for p, addrs := range added {
 		for _, a := range addrs {
 			s.log.Info("nano: service registered", "pattern", p, "address", a)
@@ -97,9 +109,68 @@ func (s *Server) resyncLogged(ctx context.Context) {
 	}
 }
 
-// requestResync asks the maintenance loop for a resync soon, as after the
-// subscription to events was (re)established and events may have been
-// missed.
+// reload makes the mirror the registry's copy again, when the server may
+// have missed changes: it merges every live instance and drops those the
+// registry no longer has. A change made meanwhile is applied after it (the
+// changes are followed from where they stood before the reading).
+func (s *Server) reload(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 4*s.opts.RegistryTimeout)
+	defer cancel()
+	all, err := s.reg.all(ctx)
+	if err != nil {
+		s.setReady(false, err)
+		return err
+	}
+	s.setReady(true, nil)
+	added, removed := s.routes.reconcile(all)
+	s.logAdded(added)
+	for p, addrs := range removed {
+		for _, a := range addrs {
+			s.log.Info("nano: service deregistered", "pattern", p, "address", a)
+		}
+	}
+	s.log.Info("nano: registry read again", "patterns", len(all))
+	return nil
+}
+
+func (s *Server) reloadLogged(ctx context.Context) error {
+	err := s.reload(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Debug("nano: reading the registry failed", "error", err)
+	}
+	return err
+}
+
+// checkEpochs tells whether Redis lost the registry since the server
+// last looked: a shard's epoch changed or is gone. The services register
+// again within a TTL, as their renewals find themselves missing; so the
+// server merges what is there now, and reads the registry again a TTL
+// later, dropping then what did not come back.
+func (s *Server) checkEpochs(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RegistryTimeout)
+	defer cancel()
+	now, err := s.redis.epochs(ctx)
+	if err != nil {
+		return // checkRegistry tells of it
+	}
+	lost := false
+	for k, e := range now {
+		if s.epochs[k] != "" && e != s.epochs[k] {
+			lost = true
+		}
+		if e != "" {
+			s.epochs[k] = e
+		}
+	}
+	if !lost {
+		return
+	}
+	s.log.Warn("nano: the registry lost its data (Redis restarted empty?); keeping the mirror until the services register again")
+	s.resyncLogged(ctx)
+	s.reconcileAt = time.Now().Add(s.opts.TTL)
+}
+
+// requestResync asks the maintenance loop for a resync soon.
 func (s *Server) requestResync() {
 	select {
 	case s.resyncNow <- struct{}{}:
@@ -113,36 +184,54 @@ func (s *Server) apply(ev event) {
 	if err != nil || dialAddr(ev.ServiceAddress) != nil {
 		return
 	}
+	// A copy read before the removal cannot bring the instance back; a
+	// registration made after it can (see routeTable.remove).
+	tombstone := time.UnixMilli(ev.At).Add(s.opts.TTL)
 	switch ev.Op {
 	case "register":
 		if s.routes.merge(p, member{ev.ServiceAddress, time.UnixMilli(ev.Expires)}) {
 			s.log.Info("nano: service registered", "pattern", p, "address", ev.ServiceAddress)
 		}
 	case "deregister":
-		if s.routes.remove(p, ev.ServiceAddress, time.Now().Add(s.opts.TTL)) {
+		if s.routes.remove(p, ev.ServiceAddress, tombstone) {
 			s.log.Info("nano: service deregistered", "pattern", p, "address", ev.ServiceAddress)
+		}
+	case "expire":
+		if s.routes.remove(p, ev.ServiceAddress, tombstone) {
+			s.log.Info("nano: registration expired", "pattern", p, "address", ev.ServiceAddress)
 		}
 	}
 }
 
-// sweep drops the expired instances from the mirror, and from a
-// registry that does not drop them by itself.
-func (s *Server) sweep(now int64) {
-	s.reg.expire(now)
-	for p, addrs := range s.routes.sweep(now) {
+// sweep drops the expired instances. With the embedded registry, it drops
+// them from the registry and the mirror; with Redis, it reaps the
+// registry, and the mirror learns of the expiries as changes.
+func (s *Server) sweep() {
+	wall := time.Now().UnixNano()
+	if s.reg.shared() {
+		if s.ready.Load() {
+			s.reg.expire(wall)
+		}
+		s.routes.sweepTombstones(wall)
+		return
+	}
+	s.reg.expire(wall)
+	for p, addrs := range s.routes.sweep(s.now()) {
 		for _, a := range addrs {
 			s.log.Info("nano: registration expired", "pattern", p, "address", a)
 		}
 	}
 }
 
-// now is the time registrations expire by, in Unix nanoseconds. While the
+// now is the time the mirror's instances expire by, in Unix nanoseconds.
+// With Redis, the mirror holds an instance until the registry says it
+// expired (a renewal is not announced, so the expiry the mirror knows is
+// not the instance's), and now is the earliest time there is. While the
 // registry cannot be reached, services cannot renew their registrations,
-// so expiry stops (now is the earliest time there is): the mirror keeps
-// routing what it knows, and an instance that is really gone is dropped
-// when it refuses a connection.
+// so expiry stops too: the mirror keeps routing what it knows, and an
+// instance that is really gone is dropped when it refuses a connection.
 func (s *Server) now() int64 {
-	if !s.ready.Load() {
+	if !s.ready.Load() || s.reg.shared() {
 		return math.MinInt64
 	}
 	return time.Now().UnixNano()

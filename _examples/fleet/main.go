@@ -126,8 +126,9 @@ func measure(n, s int, ttl, d, probeEvery time.Duration) (result, error) {
 		srv, err := nano.NewServerWithOptions(nano.ServerOptions{
 			Addr:   "127.0.0.1:0",
 			Redis:  &redis.UniversalOptions{Addrs: []string{rs.addr}},
-			TTL:    ttl,
-			Logger: slog.New(watch.handler(i)),
+			TTL:         ttl,
+			MaxPatterns: -1, // the load and the probes, however many
+			Logger:      slog.New(watch.handler(i)),
 		})
 		if err != nil {
 			return res, err
@@ -357,8 +358,8 @@ type watchHandler struct {
 }
 
 func (h *watchHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
-func (h *watchHandler) WithAttrs([]slog.Attr) slog.Handler        { return h }
-func (h *watchHandler) WithGroup(string) slog.Handler             { return h }
+func (h *watchHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h *watchHandler) WithGroup(string) slog.Handler                { return h }
 
 func (h *watchHandler) Handle(_ context.Context, r slog.Record) error {
 	what, ok := strings.CutPrefix(r.Message, "nano: service ")
