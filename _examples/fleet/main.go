@@ -124,8 +124,8 @@ func measure(n, s int, ttl, d, probeEvery time.Duration) (result, error) {
 	}()
 	for i := range s {
 		srv, err := nano.NewServerWithOptions(nano.ServerOptions{
-			Addr:   "127.0.0.1:0",
-			Redis:  &redis.UniversalOptions{Addrs: []string{rs.addr}},
+			Addr:        "127.0.0.1:0",
+			Redis:       &redis.UniversalOptions{Addrs: []string{rs.addr}},
 			TTL:         ttl,
 			MaxPatterns: -1, // the load and the probes, however many
 			Logger:      slog.New(watch.handler(i)),
