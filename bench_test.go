@@ -148,7 +148,8 @@ func BenchmarkMirrorLoad100k(b *testing.B) {
 	for start := 0; start < n; start += 1000 {
 		pipe := rdb.Pipeline()
 		for i := start; i < start+1000; i++ {
-			key := fmt.Sprintf("%spattern:role:svc%d,cmd:run", prefix, i)
+			p := fmt.Sprintf("role:svc%d,cmd:run", i)
+			key := fmt.Sprintf("%s{%d}pattern:%s", prefix, fnvShard(p), p)
 			pipe.ZAdd(ctx, key, &redis.Z{Score: expires, Member: fmt.Sprintf("10.0.%d.%d:8080", i/250%250, i%250)})
 		}
 		if _, err := pipe.Exec(ctx); err != nil {

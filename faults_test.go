@@ -203,15 +203,14 @@ func TestInstanceKilled(t *testing.T) {
 }
 
 // TestRegistrationReachesOtherServers: a registration and a
-// deregistration through server A reach server B through pub/sub, long
-// before B's next resync.
+// deregistration through server A reach server B through the registry's
+// change stream, without B reading the registry again.
 func TestRegistrationReachesOtherServers(t *testing.T) {
 	r := newRedis(t)
 	opts := replicaOptions(t, r)
-	opts.ResyncInterval = time.Hour // only events can tell B
+	opts.ResyncInterval = time.Hour // only the changes can tell B
 	_, a := startServer(t, opts)
 	_, b := startServer(t, opts)
-	time.Sleep(100 * time.Millisecond) // let B subscribe before A publishes
 	svc := idService(t, "127.0.0.1:1", "role:echo", "x")
 
 	reg := fmt.Sprintf(`{"Pattern":"role:echo","ServiceAddress":%q}`, svc)

@@ -44,9 +44,9 @@ func TestServerLogLines(t *testing.T) {
 	t.Parallel()
 	t.Run("a registration, once on each server", func(t *testing.T) {
 		t.Parallel()
-		// Through A, with both servers subscribed: A learns each
+		// Through A, with both servers following the changes: A learns each
 		// registration from the request and from its own event, B from the
-		// event; resyncs every 100 ms and renewals every half second add
+		// change; checks every 100 ms and renewals every half second add
 		// nothing.
 		opts := redisOptions(t, testRedis)
 		opts.TTL, opts.ResyncInterval = 1500*time.Millisecond, 100*time.Millisecond
@@ -65,19 +65,19 @@ func TestServerLogLines(t *testing.T) {
 		for name := range logs {
 			waitListed(t, servers[name], len(handlers))
 		}
-		time.Sleep(2 * opts.TTL / 3) // two renewals, a few resyncs
+		time.Sleep(2 * opts.TTL / 3) // two renewals, a few checks
 		for name, l := range logs {
 			checkRegisteredOnce(t, "server "+name, l, slices.Collect(maps.Keys(handlers)))
 		}
 	})
 
-	t.Run("a registration learnt by a resync, once too", func(t *testing.T) {
+	t.Run("a registration learnt after a broken link, once too", func(t *testing.T) {
 		t.Parallel()
 		// B's link to Redis breaks while a service registers through A:
-		// B misses the event, and learns the registration from the resync
-		// it makes once subscribed again.
+		// B's read of the changes fails, and it learns the registration
+		// once it reads them again.
 		opts := redisOptions(t, testRedis)
-		opts.ResyncInterval = -1 // no periodic resync: only the one after a subscription
+		opts.ResyncInterval = -1 // no checks: only the changes tell B
 		_, a := startServer(t, opts)
 		link := newRedisLink(t, testRedis.Addr)
 		logs := &logRecords{}

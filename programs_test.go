@@ -93,6 +93,31 @@ func TestLoadtestExample(t *testing.T) {
 	}
 }
 
+// TestFleetExample runs the fleet benchmark briefly and checks that it
+// reports a line per configuration and stops by itself.
+func TestFleetExample(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server not found: the fleet benchmark needs the real one")
+	}
+	bin := buildProgram(t, ".", "./_examples/fleet")
+	p := startProgramArgs(t, bin, []string{"-n", "200", "-s", "1,3", "-d", "1s", "-ttl", "3s"})
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("fleet: %v\n%s", err, p.out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("fleet still running after a minute:\n%s", p.out.String())
+	}
+	out := p.out.String()
+	for _, want := range []string{"redis", "cmds/s", "reg p99", "     200   1 ", "     200   3 "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // TestLocalExample runs the server and the three services of
 // _examples/local on their fixed ports, when those are free.
 func TestLocalExample(t *testing.T) {

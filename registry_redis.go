@@ -26,6 +26,7 @@ type redisRegistry struct {
 	original bool          // keep the original's keys too
 	timeout  time.Duration // bound of the calls made in the background
 	epoch    string        // this server's candidate for a shard's epoch
+	opts     redis.UniversalOptions
 }
 
 // newRedisRegistry connects to Redis and checks that it answers.
@@ -37,7 +38,7 @@ func newRedisRegistry(ctx context.Context, opts *redis.UniversalOptions, prefix 
 		rdb.Close()
 		return nil, fmt.Errorf("%w: redis %s: %v", ErrRegistryUnavailable, strings.Join(o.Addrs, ","), err)
 	}
-	return &redisRegistry{rdb: rdb, prefix: prefix, original: original, timeout: timeout, epoch: rand.Text()}, nil
+	return &redisRegistry{rdb: rdb, prefix: prefix, original: original, timeout: timeout, epoch: rand.Text(), opts: o}, nil
 }
 
 // go-redis writes lines of its own (a broken connection dropped, a
@@ -601,15 +602,25 @@ func nextID(a, b string) bool {
 // XREAD reads them all. When a group of shards may have missed changes
 // (after a failed read, or when it had fallen behind), reload is called
 // with the positions to go on from, once it has read the registry again.
+//
+// The reads wait on connections of their own, closed when stop is
+// closed: a read waiting for changes neither holds a connection the
+// server's other calls need nor delays its shutdown.
 func (r *redisRegistry) follow(stop <-chan struct{}, ids []string, apply func(event), reload func(ctx context.Context) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	o := r.opts
+	reader := newUniversalClient(&o)
 	go func() {
-		<-stop
+		select {
+		case <-stop:
+		case <-ctx.Done():
+		}
 		cancel()
+		reader.Close()
 	}()
 	var groups [][]int
-	if _, cluster := r.rdb.(*redis.ClusterClient); cluster {
+	if _, cluster := reader.(*redis.ClusterClient); cluster {
 		for k := range shards {
 			groups = append(groups, []int{k})
 		}
@@ -623,7 +634,7 @@ func (r *redisRegistry) follow(stop <-chan struct{}, ids []string, apply func(ev
 	var wg sync.WaitGroup
 	var reloading sync.Mutex // one reload at a time
 	for _, g := range groups {
-		wg.Go(func() { r.followGroup(ctx, g, ids, apply, reload, &reloading) })
+		wg.Go(func() { r.followGroup(ctx, reader, g, ids, apply, reload, &reloading) })
 	}
 	wg.Wait()
 }
@@ -634,7 +645,7 @@ const followBlock = 2 * time.Second
 // followBatch is the most changes one XREAD returns.
 const followBatch = 1000
 
-func (r *redisRegistry) followGroup(ctx context.Context, shardsOf []int, start []string, apply func(event), reload func(ctx context.Context) error, reloading *sync.Mutex) {
+func (r *redisRegistry) followGroup(ctx context.Context, reader redis.UniversalClient, shardsOf []int, start []string, apply func(event), reload func(ctx context.Context) error, reloading *sync.Mutex) {
 	pos := make(map[int]string, len(shardsOf))
 	for _, k := range shardsOf {
 		pos[k] = start[k]
@@ -674,7 +685,7 @@ func (r *redisRegistry) followGroup(ctx context.Context, shardsOf []int, start [
 			args.Streams[i] = r.changes(k)
 			args.Streams[len(shardsOf)+i] = pos[k]
 		}
-		streams, err := r.rdb.XRead(ctx, args).Result()
+		streams, err := reader.XRead(ctx, args).Result()
 		switch {
 		case errors.Is(err, redis.Nil): // nothing changed while blocked
 			retry = firstRetry

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,74 @@ func TestCluster(t *testing.T) {
 
 	opts := nano.ServerOptions{Redis: &redis.UniversalOptions{Addrs: nodes}}
 	checkSharedRegistry(t, opts)
+	checkChangesOnOneNode(t, opts, nodes)
+}
+
+// checkChangesOnOneNode registers a pattern on a Cluster and checks that
+// the change went to one node, the one that holds the pattern's keys,
+// which share one slot: nothing is published to every node.
+func checkChangesOnOneNode(t *testing.T, opts nano.ServerOptions, nodes []string) {
+	t.Helper()
+	opts.KeyPrefix = "nanotest:" + t.Name() + ":one-node:"
+	_, a := startServer(t, opts)
+	clients := make([]*redis.Client, len(nodes))
+	for i, n := range nodes {
+		clients[i] = redis.NewClient(&redis.Options{Addr: n})
+		defer clients[i].Close()
+	}
+	streamEntries := func() (total int64, per []int64) {
+		for _, c := range clients {
+			var n int64
+			keys, _ := c.Keys(context.Background(), globEscape(opts.KeyPrefix)+"*changes").Result()
+			for _, k := range keys {
+				l, _ := c.XLen(context.Background(), k).Result()
+				n += l
+			}
+			per = append(per, n)
+			total += n
+		}
+		return total, per
+	}
+	published := func() (n int64) {
+		for _, c := range clients {
+			info, _ := c.Info(context.Background(), "stats").Result()
+			for _, line := range strings.Split(info, "\r\n") {
+				if v, ok := strings.CutPrefix(line, "pubsub_channels:"); ok && v != "0" {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	before, _ := streamEntries()
+	registerAt(t, a, "role:one-node", "127.0.0.1:1")
+	after, per := streamEntries()
+	if after-before != 1 {
+		t.Fatalf("a registration wrote %d changes over the nodes (%v); want 1", after-before, per)
+	}
+	if n := published(); n != 0 {
+		t.Errorf("%d nodes have pub/sub channels; want none", n)
+	}
+	// The pattern's set and its shard's keys are on one node, in one slot.
+	var slots []int64
+	for _, c := range clients {
+		keys, _ := c.Keys(context.Background(), globEscape(opts.KeyPrefix)+"*").Result()
+		for _, k := range keys {
+			if strings.HasSuffix(k, "pattern:role:one-node") {
+				tag := strings.TrimSuffix(k, "pattern:role:one-node")
+				for _, kk := range []string{k, tag + "changes", tag + "deadlines", tag + "epoch"} {
+					if n, err := c.Exists(context.Background(), kk).Result(); err != nil || n != 1 {
+						t.Errorf("%s is not on the node that holds %s", kk, k)
+					}
+					slot, _ := c.ClusterKeySlot(context.Background(), kk).Result()
+					slots = append(slots, slot)
+				}
+			}
+		}
+	}
+	if len(slots) != 4 || slices.Max(slots) != slices.Min(slots) {
+		t.Errorf("the slots of the pattern's keys: %v; want four equal", slots)
+	}
 }
 
 // checkSharedRegistry registers patterns through one server and checks

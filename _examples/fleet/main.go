@@ -12,6 +12,7 @@
 //	out       bytes per second Redis sent
 //	server    this process's CPU per server, as a share of one core
 //	heap      live heap per server after a GC, in MB
+//	mem/reg   Redis's memory (used_memory) per registration
 //	reg p99   time from a new registration's answer to the moment every
 //	          server's mirror holds it (probes made during the window)
 //	dereg p99 the same for a deregistration
@@ -35,6 +36,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -54,6 +56,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "renew" {
 		os.Exit(renewer(os.Args[2:]))
 	}
+	go stopOnSignal()
 	ns := flag.String("n", "1000,10000", "numbers of registrations, comma-separated")
 	ss := flag.String("s", "1,5", "numbers of servers, comma-separated")
 	d := flag.Duration("d", 10*time.Second, "measured time per configuration")
@@ -71,16 +74,49 @@ func main() {
 		os.Exit(2)
 	}
 	fmt.Printf("fleet: GOMAXPROCS=%d, TTL %v, %v per configuration\n", runtime.GOMAXPROCS(0), *ttl, *d)
-	fmt.Printf("%8s %3s %8s %9s %9s %8s %8s %9s %9s\n", "N", "S", "redis", "cmds/s", "out", "server", "heap", "reg p99", "dereg p99")
+	fmt.Printf("%8s %3s %8s %9s %9s %8s %8s %8s %9s %9s\n", "N", "S", "redis", "cmds/s", "out", "server", "heap", "mem/reg", "reg p99", "dereg p99")
 	for _, c := range configs {
 		r, err := measure(c[0], c[1], *ttl, *d, *probes)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "fleet: N=%d S=%d: %v\n", c[0], c[1], err)
 			os.Exit(1)
 		}
-		fmt.Printf("%8d %3d %7.1f%% %9.0f %7.0fkB %7.1f%% %6.1fMB %7.1fms %7.1fms\n",
-			c[0], c[1], r.redisCPU*100, r.cmds, r.out/1000, r.serverCPU*100, r.heap/1e6, ms(r.reg), ms(r.dereg))
+		fmt.Printf("%8d %3d %7.1f%% %9.0f %7.0fkB %7.1f%% %6.1fMB %7.0fB %7.1fms %7.1fms\n",
+			c[0], c[1], r.redisCPU*100, r.cmds, r.out/1000, r.serverCPU*100, r.heap/1e6, r.mem/float64(c[0]), ms(r.reg), ms(r.dereg))
 	}
+}
+
+// The processes this one started, stopped on SIGINT or SIGTERM too.
+var (
+	childrenMu sync.Mutex
+	children   = map[*exec.Cmd]bool{}
+)
+
+// started records a child process; stopped forgets it.
+func started(c *exec.Cmd) {
+	childrenMu.Lock()
+	children[c] = true
+	childrenMu.Unlock()
+}
+
+func stopped(c *exec.Cmd) {
+	childrenMu.Lock()
+	delete(children, c)
+	childrenMu.Unlock()
+}
+
+// stopOnSignal kills the children and exits on SIGINT or SIGTERM, so that
+// no redis-server or renewer outlives an interrupted run.
+func stopOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+	childrenMu.Lock()
+	for c := range children {
+		c.Process.Kill()
+		c.Wait()
+	}
+	os.Exit(1)
 }
 
 // numbers reads a comma-separated list of positive numbers.
@@ -100,6 +136,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 type result struct {
 	redisCPU, cmds, out float64 // per second
 	serverCPU, heap     float64 // per server
+	mem                 float64 // Redis's used_memory
 	reg, dereg          time.Duration
 }
 
@@ -156,9 +193,11 @@ func measure(n, s int, ttl, d, probeEvery time.Duration) (result, error) {
 	if err := cmd.Start(); err != nil {
 		return res, err
 	}
+	started(cmd)
 	defer func() {
 		cmd.Process.Kill()
 		cmd.Wait()
+		stopped(cmd)
 	}()
 	loaded := make(chan error, 1)
 	go func() {
@@ -227,6 +266,7 @@ func measure(n, s int, ttl, d, probeEvery time.Duration) (result, error) {
 	res.out = (after.out - before.out) / elapsed
 	res.serverCPU = cpu.Seconds() / elapsed / float64(s)
 	res.heap = float64(mem.HeapAlloc) / float64(s)
+	res.mem = after.mem
 	res.reg, res.dereg = p99(reg), p99(dereg)
 	return res, nil
 }
@@ -261,11 +301,11 @@ func processCPU() time.Duration {
 }
 
 // stats are Redis's counters.
-type stats struct{ cpu, cmds, out float64 }
+type stats struct{ cpu, cmds, out, mem float64 }
 
 func redisStats(rdb *redis.Client) (stats, error) {
 	// go-redis v8's Info sends only its first section.
-	text, err := rdb.Do(context.Background(), "INFO", "cpu", "stats").Text()
+	text, err := rdb.Do(context.Background(), "INFO", "cpu", "stats", "memory").Text()
 	if err != nil {
 		return stats{}, err
 	}
@@ -280,6 +320,8 @@ func redisStats(rdb *redis.Client) (stats, error) {
 			s.cmds = f
 		case "total_net_output_bytes":
 			s.out = f
+		case "used_memory":
+			s.mem = f
 		}
 	}
 	return s, nil
@@ -429,6 +471,7 @@ func startRedis() (*redisServer, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	started(r.cmd)
 	rdb := redis.NewClient(&redis.Options{Addr: r.addr})
 	defer rdb.Close()
 	for range 100 {
@@ -444,6 +487,7 @@ func startRedis() (*redisServer, error) {
 func (r *redisServer) stop() {
 	r.cmd.Process.Kill()
 	r.cmd.Wait()
+	stopped(r.cmd)
 	os.RemoveAll(r.dir)
 }
 

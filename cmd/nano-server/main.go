@@ -149,7 +149,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	boolean(&c.originalKeys, "original-keys", "NANO_ORIGINAL_KEYS", "also keep the original library's Redis keys, so that its servers and this one route each other's services during a rolling upgrade; needs -redis")
 	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
 	dur(&c.ttl, "ttl", "NANO_TTL", 0, "a registration lives this long unless renewed"+or(def.TTL))
-	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 0, "full reload of the registry from Redis"+or(def.ResyncInterval)+", negative never")
+	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 0, "check that Redis did not lose the registry (which is then read again)"+or(def.ResyncInterval)+", negative never")
 	dur(&c.upstreamTimeout, "upstream-timeout", "NANO_UPSTREAM_TIMEOUT", 0, "bound of one proxied call, then 504"+or(def.UpstreamTimeout)+", negative none")
 	dur(&c.registryTimeout, "registry-timeout", "NANO_REGISTRY_TIMEOUT", 0, "bound of each Redis call"+or(def.RegistryTimeout))
 	dur(&c.readHeaderTimeout, "read-header-timeout", "NANO_READ_HEADER_TIMEOUT", 0, "time to read a request's headers"+or(def.ReadHeaderTimeout)+", negative none")
