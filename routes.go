@@ -95,7 +95,8 @@ func (t *routeTable) merge(p string, members ...member) bool {
 	return added
 }
 
-// mergeAll merges the members of many patterns at once, as a resync does:
+// mergeAll merges the members of many patterns at once, as a reading of
+// the whole registry does:
 // one lock for all of them. It returns the addresses that were new, by
 // pattern (nil when none was).
 func (t *routeTable) mergeAll(all map[string][]member) map[string][]string {
@@ -194,7 +195,7 @@ func (t *routeTable) replace(old, r *route) {
 //
 // With a non-zero tombstone, merge then ignores the instance's members
 // that expire by the tombstone: copies of the registry read before the
-// removal (a resync, an event, a lookup) cannot bring it back; a
+// removal (a reading of the registry, a change, a lookup) cannot bring it back; a
 // registration made after it, which expires later, can.
 func (t *routeTable) remove(p, addr string, tombstone time.Time) bool {
 	t.mu.Lock()

@@ -160,7 +160,6 @@ type Server struct {
 	redis               *redisRegistry    // reg, when it is Redis
 	epochs              []string          // the Redis shards' epochs last seen (maintenance loop)
 	reconcileAt         time.Time         // when to read a registry that lost its data again (maintenance loop)
-	resyncNow           chan struct{}     // asks the maintenance loop for a resync
 	stop                chan struct{}     // closed by Shutdown: ends the loops
 	loops               sync.WaitGroup    // maintenance and subscription loops
 
@@ -225,7 +224,6 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		log:       opts.Logger,
 		transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
 		outliers:  outlierDetector{opts: opts.Outliers.withDefaults(), log: opts.Logger},
-		resyncNow: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		finished:  make(chan struct{}),
 	}

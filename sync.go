@@ -54,8 +54,6 @@ func (s *Server) maintain() {
 			s.checkRegistry(ctx)
 		case <-check:
 			s.checkEpochs(ctx)
-		case <-s.resyncNow:
-			s.resyncLogged(ctx)
 		}
 	}
 }
@@ -168,14 +166,6 @@ func (s *Server) checkEpochs(ctx context.Context) {
 	s.log.Warn("nano: the registry lost its data (Redis restarted empty?); keeping the mirror until the services register again")
 	s.resyncLogged(ctx)
 	s.reconcileAt = time.Now().Add(s.opts.TTL)
-}
-
-// requestResync asks the maintenance loop for a resync soon.
-func (s *Server) requestResync() {
-	select {
-	case s.resyncNow <- struct{}{}:
-	default: // one is pending already
-	}
 }
 
 // apply follows a change another server (or this one) made.
