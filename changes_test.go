@@ -2,6 +2,10 @@ package nano_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,4 +61,70 @@ func TestRenewalsAreNotChanges(t *testing.T) {
 		return resolveCount(t, b, "role:forgotten") == 0
 	})
 	waitListed(t, b, 1)
+}
+
+// TestReadAgainAfterLosingTrack: a server cut off from Redis while the
+// changes it had not read were trimmed from the stream, as when it falls
+// further behind than the stream keeps, reads the registry again once it
+// is back: it learns what was registered meanwhile and drops what was
+// deregistered.
+func TestReadAgainAfterLosingTrack(t *testing.T) {
+	t.Parallel()
+	opts := redisOptions(t, testRedis)
+	opts.ResyncInterval = -1 // no epoch checks: only the stream can tell B
+	_, a := startServer(t, opts)
+	link := newRedisLink(t, testRedis.Addr)
+	optsB := opts
+	optsB.Redis = &redis.UniversalOptions{Addrs: []string{link.addr}}
+	_, b := startServer(t, optsB)
+
+	// Four patterns of one shard, so that the changes B misses and the
+	// one after them are in one stream.
+	var ps []string
+	for i := 0; len(ps) < 4; i++ {
+		if p := fmt.Sprintf("role:p%d", i); fnvShard(p) == fnvShard("role:p0") {
+			ps = append(ps, p)
+		}
+	}
+	stays, goes, added, after := ps[0], ps[1], ps[2], ps[3]
+	registerAt(t, a, stays, "127.0.0.1:1")
+	registerAt(t, a, goes, "127.0.0.1:2")
+	waitListed(t, b, 2)
+
+	link.cut()
+	post(t, "http://"+a+"/deregister", fmt.Sprintf(`{"Pattern":%q,"ServiceAddress":"127.0.0.1:2"}`, goes))
+	registerAt(t, a, added, "127.0.0.1:3")
+	// The stream forgets those two changes, as a full one does.
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	defer rdb.Close()
+	changes := strings.TrimSuffix(patternKey(t, rdb, opts.KeyPrefix, stays), "pattern:"+stays) + "changes"
+	if err := rdb.XTrimMaxLen(context.Background(), changes, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	registerAt(t, a, after, "127.0.0.1:4")
+	link.mend()
+
+	want := []string{stays, added, after}
+	slices.Sort(want)
+	var got []string
+	eventually(t, "B lists what the registry holds", func() bool {
+		got = listed(t, b)
+		return slices.Equal(got, want)
+	})
+}
+
+// listed returns the patterns the server at addr lists in GET /services,
+// which reads its mirror and nothing else.
+func listed(t *testing.T, addr string) []string {
+	t.Helper()
+	status, body := do(t, http.MethodGet, "http://"+addr+"/services", "", nil)
+	var l struct{ Patterns []struct{ Pattern string } }
+	if status != http.StatusOK || json.Unmarshal([]byte(body), &l) != nil {
+		return nil
+	}
+	var out []string
+	for _, p := range l.Patterns {
+		out = append(out, p.Pattern)
+	}
+	return out
 }

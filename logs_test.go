@@ -162,12 +162,17 @@ func TestServerLogLines(t *testing.T) {
 		r.restart(t)
 		eventually(t, "the end of the outage is logged", func() bool { return len(logs.matching("registry reachable again")) > 0 })
 		time.Sleep(time.Second) // renewals go on: nothing more to say
-		recs := infoSince(logs, n)
-		msgs := make([]string, len(recs))
-		for i, r := range recs {
-			msgs[i] = r.Message
+		// Redis came back empty: the server may also say, once each, that
+		// the registry lost its data and, a TTL later, that it read it again.
+		var recs []slog.Record
+		var msgs []string
+		for _, r := range infoSince(logs, n) {
+			msgs = append(msgs, r.Message)
+			if !strings.Contains(r.Message, "lost its data") && !strings.Contains(r.Message, "registry read again") {
+				recs = append(recs, r)
+			}
 		}
-		if len(recs) != 2 || !strings.Contains(recs[0].Message, "registry unreachable") || !strings.Contains(recs[1].Message, "registry reachable again") {
+		if len(msgs) > len(recs)+2 || len(recs) != 2 || !strings.Contains(recs[0].Message, "registry unreachable") || !strings.Contains(recs[1].Message, "registry reachable again") {
 			t.Fatalf("logged %q; want one line when the outage starts and one when it ends", msgs)
 		}
 		if recs[0].Level != slog.LevelWarn || recs[1].Level != slog.LevelInfo {

@@ -154,14 +154,18 @@ func parseClusterNodes(text string) []redis.ClusterSlot {
 //	                            expires, scored by its expiry: what the reaper looks at
 //	prefix{k}changes            stream: registrations of new instances, deregistrations and
 //	                            expiries, in the order they were made; renewals are not in it
+//	prefix{k}seq                counter: the number of the shard's last change; each entry of
+//	                            the stream carries its number, so that a server that finds
+//	                            one missing knows it lost track
 //	prefix{k}epoch              string: made with the shard's first change, so that a Redis
 //	                            that lost its data is told from one that did not
 //
 // A server reads every pattern once, at start, then follows the streams from
 // where the reading began (XREAD): the work it causes grows with the changes,
 // not with the registry. It reads everything again only when it may have
-// missed a change (a stream trimmed past the point it had reached, a shard
-// whose epoch changed).
+// missed a change: a change's number is not the one after the last it read
+// (the stream was trimmed past it, or Redis lost changes), or a shard's
+// epoch changed.
 const shards = 16
 
 // changesMaxLen bounds each shard's stream, roughly (MAXLEN ~): a server
@@ -183,9 +187,10 @@ func (r *redisRegistry) key(p string) string    { return r.tag(shardOf(p)) + "pa
 func (r *redisRegistry) deadlines(k int) string { return r.tag(k) + "deadlines" }
 func (r *redisRegistry) changes(k int) string   { return r.tag(k) + "changes" }
 func (r *redisRegistry) epochKey(k int) string  { return r.tag(k) + "epoch" }
+func (r *redisRegistry) seqKey(k int) string    { return r.tag(k) + "seq" }
 func (r *redisRegistry) shardKeys(p string) []string {
 	k := shardOf(p)
-	return []string{r.key(p), r.deadlines(k), r.changes(k), r.epochKey(k)}
+	return []string{r.key(p), r.deadlines(k), r.changes(k), r.epochKey(k), r.seqKey(k)}
 }
 
 // registerScript adds or renews an instance and records its deadline (a
@@ -193,8 +198,8 @@ func (r *redisRegistry) shardKeys(p string) []string {
 // permanent member, else with the TTL. Only an instance the set did not
 // hold, or one that became permanent or stopped being so, is a change
 // written to the stream: a renewal is not. KEYS: the set, the deadlines,
-// the stream, the epoch. ARGV: the expiry (ms), the address, the TTL
-// (ms), the score from which a member is permanent, the pattern, the
+// the stream, the epoch, the change counter. ARGV: the expiry (ms), the
+// address, the TTL (ms), the score from which a member is permanent, the pattern, the
 // stream's length bound, an epoch to set if there is none.
 var registerScript = redis.NewScript(`
 local old = redis.call('ZSCORE', KEYS[1], ARGV[2])
@@ -213,7 +218,8 @@ else
 end
 if not old or (tonumber(old) >= tonumber(ARGV[4])) ~= permanent then
   redis.call('SET', KEYS[4], ARGV[7], 'NX')
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'op', 'register', 'p', ARGV[5], 'a', ARGV[2], 'e', ARGV[1])
+  local n = redis.call('INCR', KEYS[5])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'n', n, 'op', 'register', 'p', ARGV[5], 'a', ARGV[2], 'e', ARGV[1])
   return 1
 end
 return 0
@@ -234,13 +240,14 @@ if redis.call('PTTL', KEYS[1]) == -1 and redis.call('ZCOUNT', KEYS[1], ARGV[3], 
   end
 end
 redis.call('SET', KEYS[4], ARGV[5], 'NX')
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'op', 'deregister', 'p', ARGV[2], 'a', ARGV[1])
+local n = redis.call('INCR', KEYS[5])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'n', n, 'op', 'deregister', 'p', ARGV[2], 'a', ARGV[1])
 return 1
 `)
 
 // reapScript removes the instances of a shard whose deadline passed, at
 // most ARGV[2] of them, and writes each expiry to the stream. KEYS: the
-// deadlines, the stream. ARGV: now (ms), the limit, the stream's length
+// deadlines, the stream, the change counter. ARGV: now (ms), the limit, the stream's length
 // bound, the prefix of the shard's set keys. The sets it touches are the
 // shard's, in the same slot.
 var reapScript = redis.NewScript(`
@@ -254,7 +261,8 @@ for _, m in ipairs(due) do
     local score = redis.call('ZSCORE', set, a)
     if not score or tonumber(score) <= tonumber(ARGV[1]) then
       redis.call('ZREM', set, a)
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'expire', 'p', p, 'a', a)
+      local n = redis.call('INCR', KEYS[3])
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'n', n, 'op', 'expire', 'p', p, 'a', a)
     end
   end
 end
@@ -500,7 +508,7 @@ func (r *redisRegistry) expire(now int64) {
 		for k := range shards {
 			// EVALSHA: the scripts are loaded by the first registration;
 			// a Redis that lost them is given them again below.
-			reapScript.EvalSha(ctx, pipe, []string{r.deadlines(k), r.changes(k)}, ms, 1000, changesMaxLen, r.tag(k)+"pattern:")
+			reapScript.EvalSha(ctx, pipe, []string{r.deadlines(k), r.changes(k), r.seqKey(k)}, ms, 1000, changesMaxLen, r.tag(k)+"pattern:")
 		}
 		return nil
 	})
@@ -509,27 +517,50 @@ func (r *redisRegistry) expire(now int64) {
 	}
 }
 
-// positions returns where each shard's stream ends now ("0-0" for an
-// empty one), for following it from there.
-func (r *redisRegistry) positions(ctx context.Context) ([]string, error) {
-	cmds := make([]*redis.XMessageSliceCmd, shards)
+// position is where a server stands in a shard's changes: the ID of the
+// last entry it read, and that change's number.
+type position struct {
+	id string
+	n  int64
+}
+
+// positionScript returns a shard's last change: the ID of its entry
+// ("0-0" if the stream has none) and its number. KEYS: the stream, the
+// change counter.
+var positionScript = redis.NewScript(`
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if last[1] then
+  id = last[1][1]
+end
+return {id, redis.call('GET', KEYS[2]) or '0'}
+`)
+
+// positions returns where each shard's changes end now.
+func (r *redisRegistry) positions(ctx context.Context) ([]position, error) {
+	cmds := make([]*redis.Cmd, shards)
 	_, err := r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for k := range shards {
-			cmds[k] = pipe.XRevRangeN(ctx, r.changes(k), "+", "-", 1)
+			// EVAL, not EVALSHA: it runs at start and after a loss only.
+			cmds[k] = positionScript.Eval(ctx, pipe, []string{r.changes(k), r.seqKey(k)})
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
-	ids := make([]string, shards)
+	out := make([]position, shards)
 	for k, cmd := range cmds {
-		ids[k] = "0-0"
-		if msgs := cmd.Val(); len(msgs) > 0 {
-			ids[k] = msgs[0].ID
+		v, _ := cmd.Slice()
+		if len(v) != 2 {
+			return nil, fmt.Errorf("%w: unexpected answer %v", ErrRegistryUnavailable, v)
 		}
+		id, _ := v[0].(string)
+		n, _ := v[1].(string)
+		out[k].id = id
+		out[k].n, _ = strconv.ParseInt(n, 10, 64)
 	}
-	return ids, nil
+	return out, nil
 }
 
 // epochs returns each shard's epoch ("" where there is none).
@@ -551,62 +582,26 @@ func (r *redisRegistry) epochs(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// trimmedPast reports whether the stream of shard k may have dropped
-// entries after id: its first entry is later than id.
-func (r *redisRegistry) trimmedPast(ctx context.Context, k int, id string) (bool, error) {
-	msgs, err := r.rdb.XRangeN(ctx, r.changes(k), "-", "+", 1).Result()
-	if err != nil {
-		return false, err
-	}
-	return len(msgs) > 0 && compareIDs(msgs[0].ID, id) > 0 && !nextID(id, msgs[0].ID), nil
-}
-
-// compareIDs compares two stream IDs ("ms-seq").
-func compareIDs(a, b string) int {
-	am, as := splitID(a)
-	bm, bs := splitID(b)
-	if am != bm {
-		return cmpUint(am, bm)
-	}
-	return cmpUint(as, bs)
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func splitID(id string) (ms, seq uint64) {
-	m, s, _ := strings.Cut(id, "-")
-	ms, _ = strconv.ParseUint(m, 10, 64)
-	seq, _ = strconv.ParseUint(s, 10, 64)
-	return ms, seq
-}
-
-// nextID reports whether b can only be the entry right after a: the next
-// sequence number of the same millisecond.
-func nextID(a, b string) bool {
-	am, as := splitID(a)
-	bm, bs := splitID(b)
-	return am == bm && bs == as+1
+// idMillis is the time of a stream entry's ID ("ms-seq").
+func idMillis(id string) int64 {
+	m, _, _ := strings.Cut(id, "-")
+	ms, _ := strconv.ParseInt(m, 10, 64)
+	return ms
 }
 
 // follow reads the changes of the shards, from the positions ids, and
 // hands each to apply, until stop is closed. In a Cluster each shard is
 // read on its own (a command's keys must share a slot); elsewhere one
-// XREAD reads them all. When a group of shards may have missed changes
-// (after a failed read, or when it had fallen behind), reload is called
-// with the positions to go on from, once it has read the registry again.
+// XREAD reads them all. When a change's number is not the one after the
+// last read, changes were missed: reload is called, and the changes are
+// followed from where they stood before it. lostData tells reload that the
+// numbers went back, as when Redis lost its data, rather than forward, as
+// when a stream was trimmed past a server that fell behind.
 //
 // The reads wait on connections of their own, closed when stop is
 // closed: a read waiting for changes neither holds a connection the
 // server's other calls need nor delays its shutdown.
-func (r *redisRegistry) follow(stop <-chan struct{}, ids []string, apply func(event), reload func(ctx context.Context) error) {
+func (r *redisRegistry) follow(stop <-chan struct{}, start []position, apply func(event), reload func(ctx context.Context, lostData bool) error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	o := r.opts
@@ -634,7 +629,7 @@ func (r *redisRegistry) follow(stop <-chan struct{}, ids []string, apply func(ev
 	var wg sync.WaitGroup
 	var reloading sync.Mutex // one reload at a time
 	for _, g := range groups {
-		wg.Go(func() { r.followGroup(ctx, reader, g, ids, apply, reload, &reloading) })
+		wg.Go(func() { r.followGroup(ctx, reader, g, start, apply, reload, &reloading) })
 	}
 	wg.Wait()
 }
@@ -645,45 +640,29 @@ const followBlock = 2 * time.Second
 // followBatch is the most changes one XREAD returns.
 const followBatch = 1000
 
-func (r *redisRegistry) followGroup(ctx context.Context, reader redis.UniversalClient, shardsOf []int, start []string, apply func(event), reload func(ctx context.Context) error, reloading *sync.Mutex) {
-	pos := make(map[int]string, len(shardsOf))
+func (r *redisRegistry) followGroup(ctx context.Context, reader redis.UniversalClient, shardsOf []int, start []position, apply func(event), reload func(ctx context.Context, lostData bool) error, reloading *sync.Mutex) {
+	pos := make(map[int]position, len(shardsOf))
 	for _, k := range shardsOf {
 		pos[k] = start[k]
 	}
 	args := &redis.XReadArgs{Streams: make([]string, 2*len(shardsOf)), Count: followBatch, Block: followBlock}
-	suspect := false // a read failed, or returned a full batch: changes may have been trimmed
 	retry := firstRetry
+	lost, lostData := false, false
 	for ctx.Err() == nil {
-		if suspect {
-			lost := false
-			var err error
-			for _, k := range shardsOf {
-				var t bool
-				if t, err = r.trimmedPast(ctx, k, pos[k]); err != nil {
-					break
-				}
-				lost = lost || t
-			}
+		if lost {
+			reloading.Lock()
+			err := r.reloadGroup(ctx, shardsOf, pos, func(ctx context.Context) error { return reload(ctx, lostData) })
+			reloading.Unlock()
 			if err != nil {
 				sleep(ctx, retry)
 				retry = min(2*retry, followBlock)
 				continue
 			}
-			if lost {
-				reloading.Lock()
-				err := r.reloadGroup(ctx, shardsOf, pos, reload)
-				reloading.Unlock()
-				if err != nil {
-					sleep(ctx, retry)
-					retry = min(2*retry, followBlock)
-					continue
-				}
-			}
-			suspect = false
+			lost, lostData = false, false
 		}
 		for i, k := range shardsOf {
 			args.Streams[i] = r.changes(k)
-			args.Streams[len(shardsOf)+i] = pos[k]
+			args.Streams[len(shardsOf)+i] = pos[k].id
 		}
 		streams, err := reader.XRead(ctx, args).Result()
 		switch {
@@ -691,7 +670,6 @@ func (r *redisRegistry) followGroup(ctx context.Context, reader redis.UniversalC
 			retry = firstRetry
 			continue
 		case err != nil:
-			suspect = true
 			sleep(ctx, retry)
 			retry = min(2*retry, followBlock)
 			continue
@@ -700,23 +678,26 @@ func (r *redisRegistry) followGroup(ctx context.Context, reader redis.UniversalC
 		for _, st := range streams {
 			k := r.shardOfStream(st.Stream)
 			for _, m := range st.Messages {
-				if ev, ok := decodeChange(m); ok {
+				ev, n, ok := decodeChange(m)
+				if n != pos[k].n+1 {
+					lost = true // a change is missing: read everything again
+					lostData = lostData || n <= pos[k].n
+					break
+				}
+				if ok {
 					apply(ev)
 				}
-				pos[k] = m.ID
-			}
-			if len(st.Messages) >= followBatch {
-				suspect = true
+				pos[k] = position{m.ID, n}
 			}
 		}
 	}
 }
 
-// reloadGroup reads the registry again for a group that may have missed
-// changes: it takes the streams' positions first, so that every change
-// made during the reading is applied after it.
-func (r *redisRegistry) reloadGroup(ctx context.Context, shardsOf []int, pos map[int]string, reload func(ctx context.Context) error) error {
-	ids, err := r.positions(ctx)
+// reloadGroup reads the registry again for a group that missed changes:
+// it takes the changes' positions first, so that every change made during
+// the reading is applied after it.
+func (r *redisRegistry) reloadGroup(ctx context.Context, shardsOf []int, pos map[int]position, reload func(ctx context.Context) error) error {
+	now, err := r.positions(ctx)
 	if err != nil {
 		return err
 	}
@@ -724,7 +705,7 @@ func (r *redisRegistry) reloadGroup(ctx context.Context, shardsOf []int, pos map
 		return err
 	}
 	for _, k := range shardsOf {
-		pos[k] = ids[k]
+		pos[k] = now[k]
 	}
 	return nil
 }
@@ -737,15 +718,16 @@ func (r *redisRegistry) shardOfStream(key string) int {
 	return k
 }
 
-// decodeChange reads an entry of a stream.
-func decodeChange(m redis.XMessage) (event, bool) {
+// decodeChange reads an entry of a stream: the change, its number, and
+// whether it is one a server applies.
+func decodeChange(m redis.XMessage) (event, int64, bool) {
 	str := func(k string) string { s, _ := m.Values[k].(string); return s }
-	at, _ := splitID(m.ID)
-	ev := event{Op: str("op"), Pattern: str("p"), ServiceAddress: str("a"), At: int64(at)}
+	n, _ := strconv.ParseInt(str("n"), 10, 64)
+	ev := event{Op: str("op"), Pattern: str("p"), ServiceAddress: str("a"), At: idMillis(m.ID)}
 	if e := str("e"); e != "" {
 		ev.Expires, _ = strconv.ParseInt(e, 10, 64)
 	}
-	return ev, ev.Op != "" && ev.Pattern != ""
+	return ev, n, ev.Op != "" && ev.Pattern != ""
 }
 
 // sleep waits for d or until ctx ends.

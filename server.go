@@ -159,7 +159,7 @@ type Server struct {
 	readyMu             sync.Mutex        // serializes the changes of ready
 	redis               *redisRegistry    // reg, when it is Redis
 	epochs              []string          // the Redis shards' epochs last seen (maintenance loop)
-	reconcileAt         time.Time         // when to read a registry that lost its data again (maintenance loop)
+	reconcileAt         atomic.Int64      // when to read a registry that lost its data again, Unix nanoseconds; 0 if not
 	stop                chan struct{}     // closed by Shutdown: ends the loops
 	loops               sync.WaitGroup    // maintenance and subscription loops
 

@@ -216,7 +216,7 @@ func TestServersShareRedis(t *testing.T) {
 	slices.Sort(keys)
 	set := patternKey(t, rdb, opts.KeyPrefix, "role:math,cmd:sum")
 	shard := strings.TrimSuffix(set, "pattern:role:math,cmd:sum")
-	want := []string{shard + "changes", shard + "deadlines", shard + "epoch", set}
+	want := []string{shard + "changes", shard + "deadlines", shard + "epoch", set, shard + "seq"}
 	if err != nil || !slices.Equal(keys, want) {
 		t.Fatalf("keys = %q, %v; want %q", keys, err, want)
 	}

@@ -45,9 +45,9 @@ func (s *Server) maintain() {
 		case <-ctx.Done():
 		case <-sweep.C:
 			s.sweep()
-			if !s.reconcileAt.IsZero() && time.Now().After(s.reconcileAt) {
+			if at := s.reconcileAt.Load(); at != 0 && time.Now().UnixNano() > at {
 				if s.reloadLogged(ctx) == nil {
-					s.reconcileAt = time.Time{}
+					s.reconcileAt.CompareAndSwap(at, 0)
 				}
 			}
 		case <-ping:
@@ -107,11 +107,23 @@ func (s *Server) logAdded(added map[string][]string) {
 	}
 }
 
-// reload makes the mirror the registry's copy again, when the server may
-// have missed changes: it merges every live instance and drops those the
-// registry no longer has. A change made meanwhile is applied after it (the
-// changes are followed from where they stood before the reading).
-func (s *Server) reload(ctx context.Context) error {
+// reload reads the registry again when the server missed changes (the
+// follower calls it). When Redis lost its data, the services register
+// again within a TTL: the mirror only takes what is there now, and is made
+// the registry's copy a TTL later (see lostData). Otherwise it is made the
+// registry's copy at once. A change made meanwhile is applied after it
+// (the changes are followed from where they stood before the reading).
+func (s *Server) reload(ctx context.Context, lostData bool) error {
+	if lostData {
+		s.lostData(ctx)
+		return nil
+	}
+	return s.reconcile(ctx)
+}
+
+// reconcile makes the mirror the registry's copy: it merges every live
+// instance and drops those the registry no longer has.
+func (s *Server) reconcile(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 4*s.opts.RegistryTimeout)
 	defer cancel()
 	all, err := s.reg.all(ctx)
@@ -132,7 +144,7 @@ func (s *Server) reload(ctx context.Context) error {
 }
 
 func (s *Server) reloadLogged(ctx context.Context) error {
-	err := s.reload(ctx)
+	err := s.reconcile(ctx)
 	if err != nil && ctx.Err() == nil {
 		s.log.Debug("nano: reading the registry failed", "error", err)
 	}
@@ -160,12 +172,21 @@ func (s *Server) checkEpochs(ctx context.Context) {
 			s.epochs[k] = e
 		}
 	}
-	if !lost {
-		return
+	if lost {
+		s.lostData(ctx)
 	}
-	s.log.Warn("nano: the registry lost its data (Redis restarted empty?); keeping the mirror until the services register again")
+}
+
+// lostData follows a Redis that lost the registry: it merges what is
+// there now, keeps the rest of the mirror, and has the maintenance loop
+// read the registry again a TTL later, when the services that are alive
+// have registered again.
+func (s *Server) lostData(ctx context.Context) {
+	if s.reconcileAt.Load() == 0 {
+		s.log.Warn("nano: the registry lost its data (Redis restarted empty?); keeping the mirror until the services register again")
+	}
 	s.resyncLogged(ctx)
-	s.reconcileAt = time.Now().Add(s.opts.TTL)
+	s.reconcileAt.Store(time.Now().Add(s.opts.TTL).UnixNano())
 }
 
 // apply follows a change another server (or this one) made.

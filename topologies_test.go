@@ -120,7 +120,7 @@ func checkChangesOnOneNode(t *testing.T, opts nano.ServerOptions, nodes []string
 		for _, k := range keys {
 			if strings.HasSuffix(k, "pattern:role:one-node") {
 				tag := strings.TrimSuffix(k, "pattern:role:one-node")
-				for _, kk := range []string{k, tag + "changes", tag + "deadlines", tag + "epoch"} {
+				for _, kk := range []string{k, tag + "changes", tag + "deadlines", tag + "epoch", tag + "seq"} {
 					if n, err := c.Exists(context.Background(), kk).Result(); err != nil || n != 1 {
 						t.Errorf("%s is not on the node that holds %s", kk, k)
 					}
@@ -130,8 +130,8 @@ func checkChangesOnOneNode(t *testing.T, opts nano.ServerOptions, nodes []string
 			}
 		}
 	}
-	if len(slots) != 4 || slices.Max(slots) != slices.Min(slots) {
-		t.Errorf("the slots of the pattern's keys: %v; want four equal", slots)
+	if len(slots) != 5 || slices.Max(slots) != slices.Min(slots) {
+		t.Errorf("the slots of the pattern's keys: %v; want five equal", slots)
 	}
 }
 
