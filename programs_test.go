@@ -20,6 +20,7 @@ import (
 // TestExamplesBuild builds every program under _examples, which ./...
 // skips.
 func TestExamplesBuild(t *testing.T) {
+	t.Parallel()
 	dirs, err := filepath.Glob("_examples/*/*.go")
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +75,7 @@ func TestQuickstartExample(t *testing.T) {
 // TestLoadtestExample runs the load benchmark briefly and checks that it
 // reports the three paths and stops by itself.
 func TestLoadtestExample(t *testing.T) {
+	t.Parallel()
 	bin := buildProgram(t, ".", "./_examples/loadtest")
 	p := startProgramArgs(t, bin, []string{"-d", "300ms", "-warmup", "100ms", "-c", "4", "-rounds", "2"})
 	select {
@@ -96,6 +98,7 @@ func TestLoadtestExample(t *testing.T) {
 // TestFleetExample runs the fleet benchmark briefly and checks that it
 // reports a line per configuration and stops by itself.
 func TestFleetExample(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server not found: the fleet benchmark needs the real one")
 	}
@@ -142,6 +145,7 @@ func TestLocalExample(t *testing.T) {
 // ones, and checks the Quick Start's answers: {"Result":true} for a
 // positive value, and "false" printed by a handler that calls Act for -1.
 func TestOriginalAPIPrograms(t *testing.T) {
+	t.Parallel()
 	root, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 
 // TestSentinel runs the registry on a master found through a Sentinel.
 func TestSentinel(t *testing.T) {
+	t.Parallel()
 	bin := redisBinary(t)
 	master := runRedis(t, bin, nil)
 	dir := t.TempDir()
@@ -41,6 +42,7 @@ func TestSentinel(t *testing.T) {
 // the patterns of one lookup pipeline and of one resync fall on several
 // nodes.
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	bin := redisBinary(t)
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
