@@ -237,12 +237,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !allowGet(w, r) {
 		return
 	}
+	if s.draining.Load() {
+		writeError(w, r, errDraining)
+		return
+	}
 	if !s.ready.Load() {
 		writeError(w, r, ErrRegistryUnavailable)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
+
+// errDraining is the readiness of a server that Drain was called on.
+var errDraining = &Error{Status: http.StatusServiceUnavailable, Message: "nano: server draining: it stops soon"}
+
+// Drain makes GET /readyz answer 503 from now on, while the server goes on
+// serving everything else as before: load balancers stop sending it new
+// requests in the time a program gives them before calling Shutdown (as
+// nano-server does during its -shutdown-delay).
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // allowGet answers 405 to anything but GET and HEAD.
 func allowGet(w http.ResponseWriter, r *http.Request) bool {

@@ -3,6 +3,7 @@ package nano_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -269,9 +270,12 @@ func TestNanoServerProgram(t *testing.T) {
 		p.waitOutput(t, "listening")
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		p.waitOutput(t, "stopping soon")
-		// During the delay it still serves.
+		// During the delay it still serves, and says it is not ready.
 		if status, body := do(t, http.MethodGet, "http://"+addr+"/healthz", "", nil); status != 200 {
 			t.Fatalf("during the shutdown delay: %d %s", status, body)
+		}
+		if status, body := do(t, http.MethodGet, "http://"+addr+"/readyz", "", nil); status != http.StatusServiceUnavailable {
+			t.Errorf("/readyz during the shutdown delay: %d %s; want 503", status, body)
 		}
 		// A second signal ends it at once.
 		p.cmd.Process.Signal(syscall.SIGINT)
@@ -283,15 +287,33 @@ func TestNanoServerProgram(t *testing.T) {
 		}
 	})
 	t.Run("bad configuration", func(t *testing.T) {
-		p := startProgram(t, bin, "NANO_TTL=soon")
-		select {
-		case err := <-p.done:
-			p.done <- err
-			if err == nil || !strings.Contains(p.out.String(), "NANO_TTL") {
-				t.Fatalf("exit %v with output %s; want a failure naming NANO_TTL", err, p.out.String())
+		for _, c := range []struct {
+			args  []string
+			env   string
+			names string // what the message must name
+		}{
+			{nil, "NANO_TTL=soon", "NANO_TTL"},
+			{[]string{"-ttl", "-5s"}, "", "TTL"},
+			{[]string{"-ttl", "1ms"}, "", "TTL"},
+			{[]string{"-redis-master", "mymaster"}, "", "-redis-master"},
+			{[]string{"-redis-db", "2"}, "", "-redis-db"},
+			{[]string{"-redis", testRedis.Addr, "-redis-db", "-1"}, "", "-redis-db"},
+			{[]string{"-shutdown-delay", "-1s"}, "", "-shutdown-delay"},
+			{[]string{"-shutdown-timeout", "0s"}, "", "-shutdown-timeout"},
+			{[]string{"-host", "nonsense:1"}, "", "Addr"},
+			{[]string{"-original-keys"}, "", "OriginalKeys"},
+		} {
+			p := startProgramArgs(t, bin, append([]string{"-port", "0"}, c.args...), c.env)
+			select {
+			case err := <-p.done:
+				p.done <- err
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(p.out.String(), c.names) {
+					t.Errorf("%q %s: exit %v with output %q; want status 2 and a message naming %s", c.args, c.env, err, p.out.String(), c.names)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%q %s: still running with a bad configuration", c.args, c.env)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("still running with a bad configuration")
 		}
 	})
 }

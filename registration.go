@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -92,6 +93,8 @@ func (s *Service) registerLoop(p string) {
 			return
 		case permanent(err):
 			s.log.Error("nano: server refused registration", "pattern", p, "server", server, "error", err)
+			why := fmt.Sprintf("the server refused to register %q for good (it will not be asked again): %s", p, publicMessage(err))
+			s.refused.CompareAndSwap(nil, &why)
 			return
 		default:
 			failures++

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-redis/redis/v8"
+
 	nano "github.com/domWinter/go-nano"
 )
 
@@ -153,8 +155,14 @@ func TestOptionsRules(t *testing.T) {
 	for _, opts := range []nano.ServerOptions{
 		{Addr: "nonsense"},
 		{Addr: "127.0.0.1:70000"},
+		{Addr: "[nonsense:1]:0"},
+		{Addr: "two words:80"},
 		{TTL: -time.Second},
+		{TTL: nano.MinTTL - 1},
 		{RegistryTimeout: -time.Second},
+		{Redis: &redis.UniversalOptions{MasterName: "mymaster"}},
+		{OriginalKeys: true},
+		{KeyPrefix: "nano{x}:"},
 	} {
 		if _, err := nano.NewServerWithOptions(opts); !errors.Is(err, nano.ErrInvalidOptions) {
 			t.Errorf("NewServerWithOptions(%+v) = %v; want ErrInvalidOptions", opts, err)

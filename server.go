@@ -95,7 +95,8 @@ type ServerOptions struct {
 	// RegistryTimeout bounds each call to Redis. Zero means 3 seconds; a
 	// registry call always has a limit.
 	RegistryTimeout time.Duration
-	// TTL is how long a registration lives unless the service renews it.
+	// TTL is how long a registration lives unless the service renews it;
+	// it cannot be under MinTTL.
 	// Services renew at a third of it, which the server tells them in its
 	// answer to /register. Zero means 30 seconds. Servers sharing a Redis
 	// should use the same TTL. Registrations of the original library's
@@ -165,6 +166,7 @@ type Server struct {
 
 	metrics serverMetrics // what GET /metrics shows
 
+	draining  atomic.Bool   // set by Drain: /readyz answers 503
 	closeOnce sync.Once     // runs Shutdown
 	closeErr  error         // set by the first Shutdown
 	finished  chan struct{} // closed when the first Shutdown returns
@@ -275,6 +277,12 @@ func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	if o.TTL < 0 || o.RegistryTimeout < 0 {
 		return o, fmt.Errorf("%w: ServerOptions.TTL and RegistryTimeout cannot be negative", ErrInvalidOptions)
 	}
+	if o.TTL > 0 && o.TTL < MinTTL {
+		return o, fmt.Errorf("%w: ServerOptions.TTL %v is under %v: services would renew every %v", ErrInvalidOptions, o.TTL, MinTTL, o.TTL/3)
+	}
+	if o.Redis != nil && len(o.Redis.Addrs) == 0 {
+		return o, fmt.Errorf("%w: ServerOptions.Redis has no Addrs (for Sentinel, the sentinels' addresses)", ErrInvalidOptions)
+	}
 	if strings.ContainsAny(o.KeyPrefix, "{}") {
 		return o, fmt.Errorf("%w: ServerOptions.KeyPrefix cannot hold { or }: the registry's keys carry hash tags", ErrInvalidOptions)
 	}
@@ -287,6 +295,10 @@ func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	}
 	return o, nil
 }
+
+// MinTTL is the shortest ServerOptions.TTL a server takes: services renew
+// their registrations every third of it.
+const MinTTL = 100 * time.Millisecond
 
 // Defaults returns o with each field left at zero set to the default it
 // stands for, as NewServerWithOptions sets them; the other fields stay as
@@ -331,14 +343,32 @@ func (o ServerOptions) Defaults() ServerOptions {
 // listenAddr checks an address to listen on: host:port, where the host
 // may be empty (all interfaces) and the port 0 (any free port).
 func listenAddr(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", addr)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("%q has no valid port (0-65535)", addr)
 	}
+	if host != "" && net.ParseIP(host) == nil && !validHostName(host) {
+		return fmt.Errorf("%q: %q is neither an IP address nor a host name", addr, host)
+	}
 	return nil
+}
+
+// validHostName reports whether s can be a DNS host name: letters,
+// digits, hyphens, underscores and dots, at most 253 bytes.
+func validHostName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Listen serves on the port given to NewServer and blocks. It returns once

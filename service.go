@@ -139,6 +139,7 @@ type Service struct {
 	abort    chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
 	acked    atomic.Bool                  // the server announced a TTL, so it has /deregister
 	pending  atomic.Int64                 // patterns not registered yet
+	refused  atomic.Pointer[string]       // why a server refused a registration for good
 	loops    sync.WaitGroup               // registration loops
 	endpoint *endpoint                    // serves the connections given to Serve
 	metrics  serviceMetrics               // what GET /metrics shows
@@ -471,6 +472,8 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 		why = "shutting down"
 	case !serving:
 		why = "not serving yet"
+	case s.refused.Load() != nil:
+		why = *s.refused.Load()
 	case n > 0:
 		why = fmt.Sprintf("%d pattern(s) not registered yet", n)
 	default:

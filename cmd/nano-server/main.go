@@ -148,7 +148,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	str(&c.keyPrefix, "key-prefix", "NANO_KEY_PREFIX", "", "prefix of the registry's Redis keys; empty means "+def.KeyPrefix)
 	boolean(&c.originalKeys, "original-keys", "NANO_ORIGINAL_KEYS", "also keep the original library's Redis keys, so that its servers and this one route each other's services during a rolling upgrade; needs -redis")
 	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
-	dur(&c.ttl, "ttl", "NANO_TTL", 0, "a registration lives this long unless renewed"+or(def.TTL))
+	dur(&c.ttl, "ttl", "NANO_TTL", 0, "a registration lives this long unless renewed"+or(def.TTL)+"; at least "+nano.MinTTL.String())
 	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 0, "check that Redis did not lose the registry (which is then read again)"+or(def.ResyncInterval)+", negative never")
 	dur(&c.upstreamTimeout, "upstream-timeout", "NANO_UPSTREAM_TIMEOUT", 0, "bound of one proxied call, then 504"+or(def.UpstreamTimeout)+", negative none")
 	dur(&c.registryTimeout, "registry-timeout", "NANO_REGISTRY_TIMEOUT", 0, "bound of each Redis call"+or(def.RegistryTimeout))
@@ -193,6 +193,28 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.port < 0 || c.port > 65535 {
 		errs = append(errs, fmt.Errorf("-port: %d is not a port", c.port))
+	}
+	if c.redisAddrs == "" {
+		for _, f := range []struct {
+			set  bool
+			name string
+		}{{c.redisMaster != "", "-redis-master"}, {c.redisPassword != "", "-redis-password"}, {c.redisDB != 0, "-redis-db"}} {
+			if f.set {
+				errs = append(errs, fmt.Errorf("%s needs -redis (for Sentinel, the sentinels' addresses); without it the registry is in memory", f.name))
+			}
+		}
+	}
+	if c.redisDB < 0 {
+		errs = append(errs, fmt.Errorf("-redis-db: %d is not a database number", c.redisDB))
+	}
+	if c.shutdownDelay < 0 {
+		errs = append(errs, fmt.Errorf("-shutdown-delay: %v cannot be negative", c.shutdownDelay))
+	}
+	if c.shutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("-shutdown-timeout: %v must be above 0", c.shutdownTimeout))
+	}
+	if strings.TrimSpace(c.redisAddrs) != c.redisAddrs || strings.Contains(c.redisAddrs, ",,") {
+		errs = append(errs, fmt.Errorf("-redis: %q is not a list of host:port separated by commas", c.redisAddrs))
 	}
 	return c, errors.Join(errs...)
 }
@@ -297,6 +319,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	stop() // a second signal ends the process at once
 	if c.shutdownDelay > 0 {
+		srv.Drain() // /readyz says 503 while load balancers stop sending
 		log.Info("nano-server: stopping soon", "delay", c.shutdownDelay.String())
 		time.Sleep(c.shutdownDelay)
 	}
