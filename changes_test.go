@@ -128,3 +128,26 @@ func listed(t *testing.T, addr string) []string {
 	}
 	return out
 }
+
+// TestResolvePastTheFirstTTL: a server following a shared registry hears
+// of no renewal, yet /resolve gives an instance that renews an expiry
+// ahead, long after its first registration would have run out, so that
+// clients go on calling it directly.
+func TestResolvePastTheFirstTTL(t *testing.T) {
+	t.Parallel()
+	opts := redisOptions(t, testRedis)
+	opts.TTL = 300 * time.Millisecond
+	_, a := startServer(t, opts)
+	_, b := startServer(t, opts) // hears of the registration, not of the renewals
+	startService(t, a, map[string]nano.HandlerFunc{"role:renewing": sumZero})
+	waitListed(t, b, 1)
+	time.Sleep(3 * opts.TTL)
+	status, body := do(t, http.MethodGet, "http://"+b+"/resolve?pattern=role:renewing", "", nil)
+	var res struct{ Instances []struct{ Expires time.Time } }
+	if err := json.Unmarshal([]byte(body), &res); status != http.StatusOK || err != nil || len(res.Instances) != 1 {
+		t.Fatalf("/resolve: %d %s", status, body)
+	}
+	if !res.Instances[0].Expires.After(time.Now()) {
+		t.Errorf("/resolve gives an expiry in the past, %v, for an instance that renews", res.Instances[0].Expires)
+	}
+}

@@ -169,16 +169,27 @@ func (s *Server) resolveEndpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resolution{Pattern: rt.pattern, Instances: liveInstances(rt, s.now()), TTL: s.opts.TTL.Seconds()})
+	writeJSON(w, http.StatusOK, resolution{Pattern: rt.pattern, Instances: s.liveInstances(rt, s.now()), TTL: s.opts.TTL.Seconds()})
 }
 
-// liveInstances lists the instances of rt live at now, never nil.
-func liveInstances(rt *route, now int64) []resolvedInstance {
+// liveInstances lists the instances of rt live at now, never nil. With a
+// shared registry, the mirror is not told of renewals, only of expiries:
+// an instance it holds is known to live at least one TTL more, and that is
+// the expiry it reports.
+func (s *Server) liveInstances(rt *route, now int64) []resolvedInstance {
 	out := []resolvedInstance{}
 	wall := time.Now().UnixNano()
+	var lease int64
+	if s.reg.shared() {
+		lease = wall + int64(s.opts.TTL)
+	}
 	for _, in := range rt.instances {
 		if in.liveAt(now) {
-			out = append(out, resolvedInstance{in.addr, time.Unix(0, in.expires).UTC(), permanentAt(in.expires, wall)})
+			out = append(out, resolvedInstance{
+				ServiceAddress: in.addr,
+				Expires:        time.Unix(0, max(in.expires, lease)).UTC(),
+				Permanent:      permanentAt(in.expires, wall),
+			})
 		}
 	}
 	return out
@@ -211,7 +222,15 @@ func (s *Server) servicesEndpoint(w http.ResponseWriter, r *http.Request) {
 	out := listing{Patterns: []listedPattern{}, Ready: s.ready.Load(), TTL: s.opts.TTL.Seconds()}
 	now := s.now()
 	s.routes.each(func(rt *route) {
-		if live := liveInstances(rt, now); len(live) > 0 {
+		if live := s.liveInstances(rt, now); len(live) > 0 {
+			if states := rt.states.Load(); states != nil {
+				wall := time.Now().UnixNano()
+				for i := range live {
+					if st := (*states)[live[i].ServiceAddress]; st != nil {
+						live[i].Ejected = st.ejected(wall)
+					}
+				}
+			}
 			out.Patterns = append(out.Patterns, listedPattern{rt.pattern, live})
 		}
 	})

@@ -98,6 +98,7 @@ type resolvedInstance struct {
 	ServiceAddress string    `json:"ServiceAddress"`
 	Expires        time.Time `json:"Expires"`
 	Permanent      bool      `json:"Permanent,omitempty"` // an original service's: it never expires
+	Ejected        bool      `json:"Ejected,omitempty"`   // in GET /services: ejected as an outlier by this server now
 }
 
 // envelope is a service's answer to a message with "ServiceRequest": true.
