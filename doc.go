@@ -56,4 +56,14 @@
 // written for it build against this package unchanged and processes of
 // both can work together. The constructors with options return errors
 // instead of exiting, and Shutdown stops servers and services gracefully.
+//
+// The main types: Server (NewServerWithOptions, ServerOptions), Service
+// (NewServiceWithOptions, ServiceOptions; Handle, HandleContext, Act),
+// Client (NewClient, ClientOptions; Act, ActContext), Handler and Request,
+// Error for answers with a status, and Observer for tracing. The programs
+// cmd/nano-server (a ready server) and cmd/nanoctl (a terminal tool) come
+// with the module. The repository's docs folder has one page on each of:
+// the HTTP behaviour (http.md), the request model (requests.md),
+// performance (performance.md), fleets sharing one Redis (scale.md), and
+// moving from the original library (migrating.md).
 package nano

@@ -456,3 +456,114 @@ func exampleServer(opts nano.ServiceOptions) (string, *nano.Service, func()) {
 		server.Shutdown(context.Background())
 	}
 }
+
+// A server of its own: NewServerWithOptions checks the options and reads
+// the registry (here the embedded one); Serve answers on a listener until
+// Shutdown.
+func ExampleNewServerWithOptions() {
+	server, err := nano.NewServerWithOptions(nano.ServerOptions{
+		Addr:   "127.0.0.1:0",
+		TTL:    10 * time.Second, // services renew every 3.3 s
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		panic(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go server.Serve(l)
+	defer server.Shutdown(context.Background())
+
+	resp, err := http.Get("http://" + l.Addr().String() + "/readyz")
+	if err != nil {
+		panic(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, strings.TrimSpace(string(body)))
+
+	_, err = nano.NewServerWithOptions(nano.ServerOptions{TTL: time.Millisecond})
+	fmt.Println(errors.Is(err, nano.ErrInvalidOptions))
+	// Output:
+	// 200 {"status":"ready"}
+	// true
+}
+
+// A handler that calls another service with Act: the first call asks the
+// server where the service is, the next ones go to it directly.
+func ExampleService_Act() {
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{})
+	defer cleanup()
+	svc.Handle("role:math,cmd:double", func(msg []byte) ([]byte, error) {
+		var m struct{ Value int }
+		if err := json.Unmarshal(msg, &m); err != nil {
+			return nil, err
+		}
+		return json.Marshal(map[string]int{"Result": 2 * m.Value})
+	})
+	svc.Handle("role:math,cmd:quadruple", func(msg []byte) ([]byte, error) {
+		var m struct{ Value int }
+		if err := json.Unmarshal(msg, &m); err != nil {
+			return nil, err
+		}
+		answer, err := svc.Act([]byte(fmt.Sprintf(`{"Pattern":"role:math,cmd:double","Value":%d}`, 2*m.Value)), "role:math,cmd:double")
+		if err != nil {
+			return nil, err
+		}
+		return answer, nil
+	})
+	waitResolved(serverAddr, "role:math,cmd:double")
+	waitResolved(serverAddr, "role:math,cmd:quadruple")
+
+	resp, err := postJSON("http://"+serverAddr, `{"Pattern":"role:math,cmd:quadruple","Value":5}`)
+	if err != nil {
+		panic(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(string(body))
+	// Output: {"Result":20}
+}
+
+// Programs written for the original library build and run unchanged: a
+// server on Redis (here, with no address, the embedded registry) and a
+// service whose Add registers, serves and blocks.
+func ExampleNewService() {
+	serverPort, servicePort := freeExamplePort(), freeExamplePort()
+	server := nano.NewServer("", "", 0, serverPort)
+	go server.Listen()
+	defer server.Shutdown(context.Background())
+
+	svc := nano.NewService("127.0.0.1", servicePort, "127.0.0.1", serverPort)
+	added := make(chan struct{})
+	go func() {
+		defer close(added)
+		svc.Add("role:math,cmd:positive", func(msg []byte) ([]byte, error) {
+			var m struct{ Value int }
+			json.Unmarshal(msg, &m)
+			return json.Marshal(map[string]bool{"Result": m.Value > 0})
+		})
+	}()
+	waitResolved(fmt.Sprintf("127.0.0.1:%d", serverPort), "role:math,cmd:positive")
+
+	caller := nano.NewService("127.0.0.1", freeExamplePort(), "127.0.0.1", serverPort)
+	answer, err := caller.Act([]byte(`{"Pattern":"role:math,cmd:positive","Value":1}`), "role:math,cmd:positive")
+	fmt.Println(string(answer), err, svc.ServiceAddress == fmt.Sprintf("127.0.0.1:%d", servicePort), svc.Pattern)
+
+	caller.Shutdown(context.Background())
+	svc.Shutdown(context.Background())
+	<-added // Add returns once the service has shut down
+	// Output: {"Result":true} <nil> true role:math,cmd:positive
+}
+
+// freeExamplePort returns a loopback port that was free a moment ago.
+func freeExamplePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
