@@ -17,7 +17,7 @@ import (
 	nano "github.com/domWinter/go-nano"
 )
 
-// Benchmarks of the hot paths; the figures in the README come from
+// Benchmarks of the hot paths; the figures in docs/performance.md come from
 //
 //	go test -run '^$' -bench . -benchmem .
 //

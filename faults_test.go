@@ -18,7 +18,7 @@ import (
 
 // Fault tests: replicas, killed instances, several servers, Redis and
 // server outages. Each starts its own Redis, servers and instances; the
-// figures they log are quoted in the README.
+// figures they log are quoted in docs/operations.md.
 
 // replicaOptions are server options for the fault tests: a Redis of the
 // test's own, and a short TTL so that expiry shows within seconds.
