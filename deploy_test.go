@@ -3,9 +3,12 @@ package nano_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -67,10 +70,41 @@ func TestKubernetesManifests(t *testing.T) {
 			kinds[d["kind"].(string)+"/"+dig(d, "metadata", "name").(string)] = d
 		}
 	}
-	for _, want := range []string{"Secret/nano-token", "Deployment/redis", "Service/redis", "Deployment/nano-server", "Service/nano-server", "Deployment/sum"} {
+	for _, want := range []string{"Deployment/redis", "Service/redis", "NetworkPolicy/redis", "Deployment/nano-server", "Service/nano-server", "Deployment/sum"} {
 		if kinds[want] == nil {
 			t.Errorf("no %s", want)
 		}
+	}
+	for k := range kinds {
+		if strings.HasPrefix(k, "Secret/") {
+			t.Errorf("%s is committed: secrets must be made by the user", k)
+		}
+	}
+	// Pod Security "restricted", for every pod, Redis's included.
+	for _, name := range []string{"Deployment/nano-server", "Deployment/sum", "Deployment/redis"} {
+		pod := dig(kinds[name], "spec", "template", "spec")
+		if dig(pod, "securityContext", "runAsNonRoot") != true || dig(pod, "securityContext", "seccompProfile", "type") != "RuntimeDefault" {
+			t.Errorf("%s: the pod must run as non-root with seccompProfile RuntimeDefault", name)
+		}
+		containers, _ := dig(pod, "containers").([]any)
+		for _, c := range containers {
+			if dig(c, "securityContext", "allowPrivilegeEscalation") != false || dig(c, "securityContext", "capabilities", "drop", 0) != "ALL" {
+				t.Errorf("%s: container %v must not escalate and must drop all capabilities", name, dig(c, "name"))
+			}
+		}
+	}
+	// Redis asks for the password of a secret, which the servers send, and
+	// only the servers may reach it.
+	redisC := dig(kinds["Deployment/redis"], "spec", "template", "spec", "containers", 0)
+	if args := fmt.Sprint(dig(redisC, "args")); !strings.Contains(args, "--requirepass $(REDIS_PASSWORD)") {
+		t.Errorf("Redis's args %s do not require the password", args)
+	}
+	if !fromSecret(dig(redisC, "env"), "REDIS_PASSWORD", "nano-redis") || !fromSecret(dig(kinds["Deployment/nano-server"], "spec", "template", "spec", "containers", 0, "env"), "NANO_REDIS_PASSWORD", "nano-redis") {
+		t.Errorf("Redis and the servers do not share the password of the nano-redis secret")
+	}
+	np := kinds["NetworkPolicy/redis"]
+	if dig(np, "spec", "podSelector", "matchLabels", "app") != "redis" || dig(np, "spec", "ingress", 0, "from", 0, "podSelector", "matchLabels", "app") != "nano-server" || dig(np, "spec", "ingress", 1) != nil {
+		t.Errorf("the NetworkPolicy does not let the servers, and only them, reach Redis: %v", np)
 	}
 	if r := dig(kinds["Deployment/nano-server"], "spec", "replicas"); r != 3 {
 		t.Errorf("nano-server replicas: %v; want 3", r)
@@ -91,20 +125,25 @@ func TestKubernetesManifests(t *testing.T) {
 		if name == "Deployment/redis" {
 			continue
 		}
-		token := false
-		env, _ := dig(c, "env").([]any)
-		for _, e := range env {
-			if dig(e, "name") == "NANO_TOKEN" && dig(e, "valueFrom", "secretKeyRef", "name") == "nano-token" {
-				token = true
-			}
-		}
-		if !token {
+		if !fromSecret(dig(c, "env"), "NANO_TOKEN", "nano-token") {
 			t.Errorf("%s does not take NANO_TOKEN from the secret", name)
 		}
 		if dig(kinds[name], "spec", "template", "spec", "securityContext", "runAsNonRoot") != true {
 			t.Errorf("%s may run as root", name)
 		}
 	}
+}
+
+// fromSecret reports whether the env list of a container takes the
+// variable name from the secret.
+func fromSecret(env any, name, secret string) bool {
+	list, _ := env.([]any)
+	for _, e := range list {
+		if dig(e, "name") == name && dig(e, "valueFrom", "secretKeyRef", "name") == secret {
+			return true
+		}
+	}
+	return false
 }
 
 func TestDockerCompose(t *testing.T) {
@@ -123,6 +162,23 @@ func TestDockerCompose(t *testing.T) {
 	}
 	if dig(services, "nano-server", "environment", "NANO_REDIS_ADDR") != "redis:6379" {
 		t.Errorf("the server does not use the compose Redis")
+	}
+	if cmd := fmt.Sprint(dig(services, "redis", "command")); !strings.Contains(cmd, "--requirepass") ||
+		!strings.Contains(fmt.Sprint(dig(services, "nano-server", "environment", "NANO_REDIS_PASSWORD")), "NANO_REDIS_PASSWORD:?") {
+		t.Errorf("Redis does not require the password the server is given: %s", cmd)
+	}
+	if fmt.Sprint(dig(services, "redis", "networks")) != "[registry]" || dig(docs[0], "networks", "registry", "internal") != true ||
+		slices.Contains(dig(services, "sum", "networks").([]any), any("registry")) {
+		t.Errorf("Redis must be on an internal network of its own with the server only")
+	}
+	ignore, err := os.ReadFile(".dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{".git", "testdata", "**/*_test.go"} {
+		if !slices.Contains(strings.Split(string(ignore), "\n"), want) {
+			t.Errorf(".dockerignore does not leave out %s", want)
+		}
 	}
 	for _, name := range []string{"nano-server", "sum"} {
 		df := dig(services, name, "build", "dockerfile")
