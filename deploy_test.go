@@ -102,6 +102,9 @@ func TestKubernetesManifests(t *testing.T) {
 	if !fromSecret(dig(redisC, "env"), "REDIS_PASSWORD", "nano-redis") || !fromSecret(dig(kinds["Deployment/nano-server"], "spec", "template", "spec", "containers", 0, "env"), "NANO_REDIS_PASSWORD", "nano-redis") {
 		t.Errorf("Redis and the servers do not share the password of the nano-redis secret")
 	}
+	if img := fmt.Sprint(dig(redisC, "image")); !strings.Contains(img, "@sha256:") {
+		t.Errorf("the Kubernetes Redis image is named by tag only: %s", img)
+	}
 	np := kinds["NetworkPolicy/redis"]
 	if dig(np, "spec", "podSelector", "matchLabels", "app") != "redis" || dig(np, "spec", "ingress", 0, "from", 0, "podSelector", "matchLabels", "app") != "nano-server" || dig(np, "spec", "ingress", 1) != nil {
 		t.Errorf("the NetworkPolicy does not let the servers, and only them, reach Redis: %v", np)
@@ -193,7 +196,15 @@ func TestDockerCompose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "AS build", "USER 65532", "nonroot"} {
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "FROM ") && !strings.Contains(line, "@sha256:") {
+			t.Errorf("the Dockerfile names a base image by tag only: %s", line)
+		}
+	}
+	if img := fmt.Sprint(dig(services, "redis", "image")); !strings.Contains(img, "@sha256:") {
+		t.Errorf("compose's Redis image is named by tag only: %s", img)
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "AS build", "USER 65532", "nonroot", "imagetools inspect"} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("the Dockerfile lacks %q", want)
 		}
