@@ -567,3 +567,26 @@ func freeExamplePort() int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// A service: NewServiceWithOptions checks the options; Handle sets the
+// handlers; Serve registers them at the server and serves until Shutdown.
+func ExampleNewServiceWithOptions() {
+	_, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "no port", Server: "127.0.0.1:9999"})
+	fmt.Println(errors.Is(err, nano.ErrInvalidOptions))
+
+	serverAddr, svc, cleanup := exampleServer(nano.ServiceOptions{})
+	defer cleanup()
+	svc.Handle("role:greet", func([]byte) ([]byte, error) { return []byte(`{"Hello":"world"}`), nil })
+	waitResolved(serverAddr, "role:greet")
+
+	resp, err := postJSON("http://"+serverAddr, `{"Pattern":"role:greet"}`)
+	if err != nil {
+		panic(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(string(body))
+	// Output:
+	// true
+	// {"Hello":"world"}
+}
