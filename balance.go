@@ -1,6 +1,7 @@
 package nano
 
 import (
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -29,13 +30,15 @@ type Outliers struct {
 	// instance. Zero means 5; negative turns ejection off.
 	MaxFailures int
 	// EjectionTime is how long a first ejection lasts; each further
-	// ejection lasts that much longer. Zero means 30 seconds.
+	// ejection lasts that much longer. Zero means 30 seconds; it cannot be
+	// negative.
 	EjectionTime time.Duration
-	// MaxEjectionTime bounds an ejection. Zero means 5 minutes.
+	// MaxEjectionTime bounds an ejection. Zero means 5 minutes; it cannot
+	// be negative.
 	MaxEjectionTime time.Duration
 	// MaxEjectedPercent bounds the share of a pattern's instances that may
 	// be ejected at once (one at least, when the pattern has two or
-	// more). Zero means 50.
+	// more), from 0 to 100. Zero means 50.
 	MaxEjectedPercent int
 }
 
@@ -46,6 +49,18 @@ const (
 	defaultMaxEjectionTime   = 5 * time.Minute
 	defaultMaxEjectedPercent = 50
 )
+
+// check refuses what makes no sense: negative times, a share outside 0 to
+// 100. owner names the options struct in the error.
+func (o Outliers) check(owner string) error {
+	switch {
+	case o.EjectionTime < 0 || o.MaxEjectionTime < 0:
+		return fmt.Errorf("%w: %s.Outliers: EjectionTime and MaxEjectionTime cannot be negative", ErrInvalidOptions, owner)
+	case o.MaxEjectedPercent < 0 || o.MaxEjectedPercent > 100:
+		return fmt.Errorf("%w: %s.Outliers.MaxEjectedPercent: %d is not a share from 0 to 100", ErrInvalidOptions, owner, o.MaxEjectedPercent)
+	}
+	return nil
+}
 
 // withDefaults returns o with its defaults applied.
 func (o Outliers) withDefaults() Outliers {

@@ -92,6 +92,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 			return nil, fmt.Errorf("%w: ClientOptions.Servers: %v", ErrInvalidOptions, err)
 		}
 	}
+	if err := opts.Outliers.check("ClientOptions"); err != nil {
+		return nil, err
+	}
 	opts.Timeout = durationOr(opts.Timeout, defaultCallTimeout)
 	opts.PeerTTL = durationOr(opts.PeerTTL, defaultPeerTTL)
 	if opts.MaxResponseBytes == 0 {

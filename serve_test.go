@@ -163,6 +163,8 @@ func TestOptionsRules(t *testing.T) {
 		{Redis: &redis.UniversalOptions{MasterName: "mymaster"}},
 		{OriginalKeys: true},
 		{KeyPrefix: "nano{x}:"},
+		{Outliers: nano.Outliers{EjectionTime: -time.Second}},
+		{Outliers: nano.Outliers{MaxEjectedPercent: 101}},
 	} {
 		if _, err := nano.NewServerWithOptions(opts); !errors.Is(err, nano.ErrInvalidOptions) {
 			t.Errorf("NewServerWithOptions(%+v) = %v; want ErrInvalidOptions", opts, err)
@@ -170,6 +172,12 @@ func TestOptionsRules(t *testing.T) {
 	}
 	if _, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "127.0.0.1:8080", Server: "127.0.0.1:9999", RetryInterval: -1}); !errors.Is(err, nano.ErrInvalidOptions) {
 		t.Errorf("a negative RetryInterval: %v; want ErrInvalidOptions", err)
+	}
+	if _, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "127.0.0.1:8080", Server: "127.0.0.1:9999", Outliers: nano.Outliers{MaxEjectionTime: -1}}); !errors.Is(err, nano.ErrInvalidOptions) {
+		t.Errorf("a negative MaxEjectionTime: %v; want ErrInvalidOptions", err)
+	}
+	if _, err := nano.NewClient(nano.ClientOptions{Server: "127.0.0.1:9999", Outliers: nano.Outliers{MaxEjectedPercent: -5}}); !errors.Is(err, nano.ErrInvalidOptions) {
+		t.Errorf("a negative MaxEjectedPercent: %v; want ErrInvalidOptions", err)
 	}
 
 	// A negative MaxBodyBytes lifts the limit on server and service alike:

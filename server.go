@@ -286,6 +286,9 @@ func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	if strings.ContainsAny(o.KeyPrefix, "{}") {
 		return o, fmt.Errorf("%w: ServerOptions.KeyPrefix cannot hold { or }: the registry's keys carry hash tags", ErrInvalidOptions)
 	}
+	if err := o.Outliers.check("ServerOptions"); err != nil {
+		return o, err
+	}
 	if o.OriginalKeys && o.Redis == nil {
 		return o, fmt.Errorf("%w: ServerOptions.OriginalKeys needs Redis", ErrInvalidOptions)
 	}

@@ -265,6 +265,9 @@ func (o ServiceOptions) withDefaults() (ServiceOptions, error) {
 	if err := listenAddr(o.ListenAddr); err != nil {
 		return o, fmt.Errorf("%w: ServiceOptions.ListenAddr: %v", ErrInvalidOptions, err)
 	}
+	if err := o.Outliers.check("ServiceOptions"); err != nil {
+		return o, err
+	}
 	if o.RetryInterval < 0 {
 		return o, fmt.Errorf("%w: ServiceOptions.RetryInterval cannot be negative", ErrInvalidOptions)
 	}
