@@ -1,0 +1,240 @@
+package certs
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// authority is a CA made for a test.
+type authority struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+var serial int64
+
+func newAuthority(t *testing.T, name string) *authority {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &authority{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue returns a leaf certificate for 127.0.0.1, and its key, in PEM.
+func (a *authority) issue(t *testing.T, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, serialNumber int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "leaf"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, &key.PublicKey, a.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: k}), serial
+}
+
+// write writes data to the file, with a modification time that differs
+// from the last one even on coarse clocks.
+func write(t *testing.T, name string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(name, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Duration(serial) * time.Second)
+	os.Chtimes(name, later, later)
+}
+
+// TestFiles: a TLS server and client configured from files handshake,
+// refuse what they must, and take rotated files without a restart.
+func TestFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := func(n string) string { return filepath.Join(dir, n) }
+	ca := newAuthority(t, "ca")
+	cert, key, first := ca.issue(t, x509.ExtKeyUsageServerAuth)
+	write(t, path("server.crt"), cert)
+	write(t, path("server.key"), key)
+	write(t, path("ca.crt"), ca.pem)
+	clientCert, clientKey, _ := ca.issue(t, x509.ExtKeyUsageClientAuth)
+	write(t, path("client.crt"), clientCert)
+	write(t, path("client.key"), clientKey)
+
+	server, err := Load(path("server.crt"), path("server.key"), path("ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.CheckEvery = time.Nanosecond
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	ts.TLS = server.ServerConfig(true)
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	ts.StartTLS()
+	defer ts.Close()
+
+	get := func(f *Files) (int64, error) {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{
+			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				host, _, _ := net.SplitHostPort(addr)
+				conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				tc := tls.Client(conn, f.ClientConfig(host))
+				if err := tc.HandshakeContext(ctx); err != nil {
+					conn.Close()
+					return nil, err
+				}
+				return tc, nil
+			},
+		}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get(ts.URL)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		return resp.TLS.PeerCertificates[0].SerialNumber.Int64(), nil
+	}
+
+	client, err := Load(path("client.crt"), path("client.key"), path("ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.CheckEvery = time.Nanosecond
+	if got, err := get(client); err != nil || got != first {
+		t.Fatalf("handshake: serial %d, %v; want %d", got, err, first)
+	}
+
+	// The certificate is checked for the host dialled: one for another
+	// name is refused.
+	if conn, err := tls.Dial("tcp", ts.Listener.Addr().String(), client.ClientConfig("nano.example")); err == nil {
+		conn.Close()
+		t.Error("a certificate for 127.0.0.1 was accepted for nano.example")
+	}
+
+	// Without a client certificate, the server refuses.
+	anonymous, err := Load("", "", path("ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(anonymous); err == nil {
+		t.Error("a client without a certificate got in")
+	}
+
+	// A client that trusts another authority refuses the server.
+	other := newAuthority(t, "other")
+	write(t, path("other.crt"), other.pem)
+	stranger, err := Load(path("client.crt"), path("client.key"), path("other.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(stranger); err == nil {
+		t.Error("a client trusting another authority accepted the server")
+	}
+
+	// Rotation: a new certificate is presented once its files are written.
+	cert2, key2, second := ca.issue(t, x509.ExtKeyUsageServerAuth)
+	write(t, path("server.crt"), cert2)
+	write(t, path("server.key"), key2)
+	if got, err := get(client); err != nil || got != second {
+		t.Fatalf("after rotation: serial %d, %v; want the new %d", got, err, second)
+	}
+
+	// A half-written rotation keeps the last good certificate.
+	write(t, path("server.key"), []byte("not a key"))
+	if got, err := get(client); err != nil || got != second {
+		t.Fatalf("after a broken key: serial %d, %v; want the last good %d", got, err, second)
+	}
+	if server.Err() == nil {
+		t.Error("Err() = nil after a key that does not load")
+	}
+	write(t, path("server.key"), key2)
+	if _, err := get(client); err != nil || server.Err() != nil {
+		t.Fatalf("after the key is back: %v, Err() = %v", err, server.Err())
+	}
+
+	// The client's bundle follows its file too: trusting only the other
+	// authority, it refuses the server it accepted.
+	write(t, path("ca.crt"), other.pem)
+	if _, err := get(client); err == nil {
+		t.Error("the client kept trusting an authority removed from its bundle")
+	}
+}
+
+func TestLoadRefuses(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(filepath.Join(dir, "a.crt"), "", ""); err == nil {
+		t.Error("a certificate without its key was taken")
+	}
+	if _, err := Load(filepath.Join(dir, "missing.crt"), filepath.Join(dir, "missing.key"), ""); err == nil {
+		t.Error("missing files were taken")
+	}
+	bad := filepath.Join(dir, "bad.pem")
+	os.WriteFile(bad, []byte("nothing"), 0o600)
+	if _, err := Load("", "", bad); err == nil {
+		t.Error("a CA file without certificates was taken")
+	}
+	// A server config with no certificate refuses handshakes rather than
+	// presenting none.
+	none, err := Load("", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	ts.TLS = none.ServerConfig(false)
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+	ts.StartTLS()
+	defer ts.Close()
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if _, err := c.Get(ts.URL); err == nil {
+		t.Error("a server with no certificate completed a handshake")
+	}
+}
