@@ -256,3 +256,43 @@ func TestRouteTableTombstone(t *testing.T) {
 		t.Fatal("the sweep kept an ended tombstone")
 	}
 }
+
+// TestRouteTableChangeAfterRemoval: a registration read from the changes
+// comes after the removals before it, whatever its expiry says (another
+// clock set it): it lifts the tombstone.
+func TestRouteTableChangeAfterRemoval(t *testing.T) {
+	var tb routeTable
+	now := time.Now()
+	tb.merge("p", member{"a:1", now.Add(time.Second)})
+	tb.remove("p", "a:1", now.Add(time.Minute)) // removed, tombstone a minute ahead
+	if tb.merge("p", member{"a:1", now.Add(2 * time.Second)}) {
+		t.Fatal("a copy older than the tombstone came back")
+	}
+	if !tb.mergeAfterRemoval("p", member{"a:1", now.Add(2 * time.Second)}) {
+		t.Fatal("a registration read after the removal did not come back")
+	}
+}
+
+// TestRouteTableReconcileConfirms: reconcile drops only the instances the
+// confirmation says are still absent.
+func TestRouteTableReconcileConfirms(t *testing.T) {
+	var tb routeTable
+	exp := time.Now().Add(time.Minute)
+	tb.merge("p", member{"a:1", exp}, member{"a:2", exp})
+	tb.merge("q", member{"b:1", exp})
+	all := map[string][]member{"p": {{"a:1", exp}}} // read before a:2 and b:1 came
+	var asked map[string][]string
+	_, removed := tb.reconcile(all, func(absent map[string][]string) map[string][]string {
+		asked = absent
+		return map[string][]string{"q": {"b:1"}} // a:2 is in the registry now
+	})
+	if len(asked["p"]) != 1 || asked["p"][0] != "a:2" || len(asked["q"]) != 1 {
+		t.Errorf("asked to confirm %v; want a:2 of p and b:1 of q", asked)
+	}
+	if rt, ok := tb.get("p"); !ok || !rt.has("a:1") || !rt.has("a:2") {
+		t.Errorf("p lost an instance the confirmation kept")
+	}
+	if _, ok := tb.get("q"); ok || len(removed["q"]) != 1 {
+		t.Errorf("q was not dropped: removed %v", removed)
+	}
+}

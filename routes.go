@@ -250,30 +250,42 @@ func (t *routeTable) sweepTombstones(now int64) {
 }
 
 // reconcile makes the table hold the instances of all, and only them: it
-// merges them (as mergeAll does) and drops every other instance. It
-// returns the addresses added and dropped, by pattern.
-func (t *routeTable) reconcile(all map[string][]member) (added, removed map[string][]string) {
+// merges them (as mergeAll does) and drops the other instances that
+// confirm says are still absent. confirm is called with the table locked,
+// so that no change lands between its answer and the removal: an instance
+// added after all was read, and confirmed, stays. It returns the addresses
+// added and dropped, by pattern.
+func (t *routeTable) reconcile(all map[string][]member, confirm func(absent map[string][]string) map[string][]string) (added, removed map[string][]string) {
 	added = t.mergeAll(all)
-	t.m.each(func(p string, _ *route) {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		members := all[p]
-		var gone []string
-		t.removeLocked(p, func(in instance) bool {
-			if slices.ContainsFunc(members, func(m member) bool { return m.addr == in.addr }) {
-				return false
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	absent := make(map[string][]string)
+	t.m.each(func(p string, r *route) {
+		for _, in := range r.instances {
+			if !slices.ContainsFunc(all[p], func(m member) bool { return m.addr == in.addr }) {
+				absent[p] = append(absent[p], in.addr)
 			}
-			gone = append(gone, in.addr)
-			return true
-		})
-		if len(gone) > 0 {
+		}
+	})
+	for p, addrs := range confirm(absent) {
+		n := t.removeLocked(p, func(in instance) bool { return slices.Contains(addrs, in.addr) })
+		if n > 0 {
 			if removed == nil {
 				removed = make(map[string][]string)
 			}
-			removed[p] = gone
+			removed[p] = addrs
 		}
-	})
+	}
 	return added, removed
+}
+
+// mergeAfterRemoval merges a member that is known to come after any
+// removal of it the table holds a tombstone of: the tombstone goes.
+func (t *routeTable) mergeAfterRemoval(p string, mb member) bool {
+	t.mu.Lock()
+	delete(t.gone, p+" "+mb.addr)
+	t.mu.Unlock()
+	return t.merge(p, mb)
 }
 
 // sweep drops the instances that expired before now (Unix nanoseconds)

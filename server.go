@@ -161,6 +161,7 @@ type Server struct {
 	redis               *redisRegistry    // reg, when it is Redis
 	epochs              []string          // the Redis shards' epochs last seen (maintenance loop)
 	reconcileAt         atomic.Int64      // when to read a registry that lost its data again, Unix nanoseconds; 0 if not
+	reapAfter           atomic.Int64      // the reaper waits until then (Unix nanoseconds): services renew first
 	stop                chan struct{}     // closed by Shutdown: ends the loops
 	loops               sync.WaitGroup    // maintenance and subscription loops
 
@@ -239,6 +240,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		log:               opts.Logger,
 	})
 	s.routes.ttl = opts.TTL
+	s.reapAfter.Store(time.Now().Add(opts.TTL).UnixNano()) // deadlines may have passed while no server ran
 	s.ready.Store(true)
 	if opts.Redis == nil {
 		s.reg = &memRegistry{}

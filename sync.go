@@ -3,6 +3,7 @@ package nano
 import (
 	"context"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -132,7 +133,9 @@ func (s *Server) reconcile(ctx context.Context) error {
 		return err
 	}
 	s.setReady(true, nil)
-	added, removed := s.routes.reconcile(all)
+	added, removed := s.routes.reconcile(all, func(absent map[string][]string) map[string][]string {
+		return s.stillAbsent(ctx, absent)
+	})
 	s.logAdded(added)
 	for p, addrs := range removed {
 		for _, a := range addrs {
@@ -149,6 +152,33 @@ func (s *Server) reloadLogged(ctx context.Context) error {
 		s.log.Debug("nano: reading the registry failed", "error", err)
 	}
 	return err
+}
+
+// stillAbsent returns the instances of absent that the registry does not
+// hold now either: an instance registered after the reading began, and
+// already in the mirror, is not dropped. When the registry cannot be
+// asked, nothing is.
+func (s *Server) stillAbsent(ctx context.Context, absent map[string][]string) map[string][]string {
+	if s.redis == nil || len(absent) == 0 {
+		return absent
+	}
+	patterns := make([]string, 0, len(absent))
+	for p := range absent {
+		patterns = append(patterns, p)
+	}
+	live, err := s.redis.liveMembers(ctx, patterns, s.redis.key)
+	if err != nil {
+		return nil
+	}
+	out := make(map[string][]string)
+	for i, p := range patterns {
+		for _, a := range absent[p] {
+			if !slices.ContainsFunc(live[i], func(m member) bool { return m.addr == a }) {
+				out[p] = append(out[p], a)
+			}
+		}
+	}
+	return out
 }
 
 // checkEpochs tells whether Redis lost the registry since the server
@@ -168,9 +198,7 @@ func (s *Server) checkEpochs(ctx context.Context) {
 		if s.epochs[k] != "" && e != s.epochs[k] {
 			lost = true
 		}
-		if e != "" {
-			s.epochs[k] = e
-		}
+		s.epochs[k] = e // a shard whose epoch is gone tells of the loss once
 	}
 	if lost {
 		s.lostData(ctx)
@@ -186,7 +214,9 @@ func (s *Server) lostData(ctx context.Context) {
 		s.log.Warn("nano: the registry lost its data (Redis restarted empty?); keeping the mirror until the services register again")
 	}
 	s.resyncLogged(ctx)
-	s.reconcileAt.Store(time.Now().Add(s.opts.TTL).UnixNano())
+	// One reading a TTL after the first sign of the loss: later signs do
+	// not put it off.
+	s.reconcileAt.CompareAndSwap(0, time.Now().Add(s.opts.TTL).UnixNano())
 }
 
 // apply follows a change another server (or this one) made.
@@ -200,7 +230,10 @@ func (s *Server) apply(ev event) {
 	tombstone := time.UnixMilli(ev.At).Add(s.opts.TTL)
 	switch ev.Op {
 	case "register":
-		if s.routes.merge(p, member{ev.ServiceAddress, time.UnixMilli(ev.Expires)}) {
+		// A registration read from the changes comes after every removal
+		// read before it: it lifts the tombstone (the registering
+		// server's clock set its expiry, Redis's the tombstone's time).
+		if s.routes.mergeAfterRemoval(p, member{ev.ServiceAddress, time.UnixMilli(ev.Expires)}) {
 			s.log.Info("nano: service registered", "pattern", p, "address", ev.ServiceAddress)
 		}
 	case "deregister":
@@ -220,7 +253,7 @@ func (s *Server) apply(ev event) {
 func (s *Server) sweep() {
 	wall := time.Now().UnixNano()
 	if s.reg.shared() {
-		if s.ready.Load() {
+		if s.ready.Load() && wall > s.reapAfter.Load() {
 			s.reg.expire(wall)
 		}
 		s.routes.sweepTombstones(wall)
@@ -266,6 +299,9 @@ func (s *Server) setReady(ready bool, cause error) {
 		// one TTL to do so before anything they registered expires. Only
 		// then does expiry resume.
 		s.routes.renewAll(time.Now().Add(s.opts.TTL))
+		// Nor does this server reap the registry before then: the
+		// deadlines in Redis passed while nobody could renew.
+		s.reapAfter.Store(time.Now().Add(s.opts.TTL).UnixNano())
 		s.ready.Store(true)
 		s.log.Info("nano: registry reachable again", "failed_registrations", s.failedRegistrations.Swap(0))
 		return
