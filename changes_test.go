@@ -151,3 +151,25 @@ func TestResolvePastTheFirstTTL(t *testing.T) {
 		t.Errorf("/resolve gives an expiry in the past, %v, for an instance that renews", res.Instances[0].Expires)
 	}
 }
+
+// TestNoHandlerLeavesTheRegistry: an instance that answers that it has no
+// handler for a pattern it is registered for leaves the registry, not only
+// this server's mirror, so that no server keeps sending it messages.
+func TestNoHandlerLeavesTheRegistry(t *testing.T) {
+	t.Parallel()
+	opts := redisOptions(t, testRedis)
+	_, addr := startServer(t, opts)
+	_, stranger := startService(t, addr, map[string]nano.HandlerFunc{"role:other": sumZero})
+	startService(t, addr, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})
+	waitRegistered(t, addr, "role:math,cmd:sum")
+	registerAt(t, addr, "role:math,cmd:sum", stranger) // registered for a pattern it does not handle
+	waitInstances(t, addr, "role:math,cmd:sum", 2)
+	for range 20 {
+		if status, body := post(t, "http://"+addr+"/", `{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`); status != http.StatusOK {
+			t.Fatalf("%d %s; want the message answered by the instance that handles it", status, body)
+		}
+	}
+	eventually(t, "the registry forgets the instance without the handler", func() bool {
+		return liveInstances(t, testRedis, opts, "role:math,cmd:sum") == 1
+	})
+}

@@ -159,7 +159,7 @@ func (s *Server) forward(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 		s.metrics.failovers.Add(1)
 		if errors.Is(err, errNoHandler) {
-			if s.routes.remove(rt.pattern, addr, time.Now().Add(s.opts.TTL)) {
+			if s.forget(rt.pattern, addr) {
 				s.log.Info("nano: instance no longer handles the pattern", "pattern", rt.pattern, "address", addr)
 			}
 			continue
@@ -218,13 +218,23 @@ func (s *Server) failed(rt *route, addr string, st *instanceState, now int64, re
 	if i < 0 || !permanentAt(rt.instances[i].expires, now) {
 		return
 	}
-	if !s.routes.remove(rt.pattern, addr, time.Now().Add(s.opts.TTL)) {
-		return // another call removed it first
+	if s.forget(rt.pattern, addr) {
+		s.log.Info("nano: unreachable service of the original library removed", "pattern", rt.pattern, "address", addr, "error", cause)
 	}
-	s.log.Info("nano: unreachable service of the original library removed", "pattern", rt.pattern, "address", addr, "error", cause)
+}
+
+// forget removes the instance at addr of pattern p from the mirror and,
+// in the background, from the registry, so that every server forgets it;
+// an instance that does serve the pattern comes back with its next
+// registration, which the registry then takes as new. It reports whether
+// the instance was in the mirror (another call may have removed it first).
+func (s *Server) forget(p, addr string) bool {
+	if !s.routes.remove(p, addr, time.Now().Add(s.opts.TTL)) {
+		return false
+	}
 	select {
 	case <-s.stop: // shutting down: the other servers will find it gone too
-		return
+		return true
 	default:
 	}
 	s.loops.Add(1)
@@ -232,10 +242,11 @@ func (s *Server) failed(rt *route, addr string, st *instanceState, now int64, re
 		defer s.loops.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RegistryTimeout)
 		defer cancel()
-		if err := s.reg.deregister(ctx, Registration{Pattern: rt.pattern, ServiceAddress: addr}); err != nil {
-			s.log.Warn("nano: deregistration failed", "pattern", rt.pattern, "address", addr, "error", err)
+		if err := s.reg.deregister(ctx, Registration{Pattern: p, ServiceAddress: addr}); err != nil {
+			s.log.Warn("nano: deregistration failed", "pattern", p, "address", addr, "error", err)
 		}
 	}()
+	return true
 }
 
 // judge records against the instance at addr of rt, whose state is st,
