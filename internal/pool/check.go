@@ -19,7 +19,7 @@ func checkRequest(req *http.Request) (addr, target string, err error) {
 		return "", "", errors.New("pool: nil Request.URL")
 	case req.Header == nil:
 		return "", "", errors.New("pool: nil Request.Header")
-	case req.URL.Scheme != "http":
+	case req.URL.Scheme != "http" && req.URL.Scheme != "https":
 		return "", "", fmt.Errorf("pool: unsupported protocol scheme %q", req.URL.Scheme)
 	case req.URL.Host == "":
 		return "", "", errors.New("pool: no Host in request URL")
@@ -95,6 +95,9 @@ func requestHost(req *http.Request) string {
 func dialAddr(u *url.URL) string {
 	if u.Port() != "" {
 		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
 	}
 	return net.JoinHostPort(u.Hostname(), "80")
 }

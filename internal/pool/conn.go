@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -16,7 +17,7 @@ import (
 // runs beside it.
 type conn struct {
 	nc        net.Conn
-	addr      string        // the host's "host:port", the key of the pool
+	addr      string        // the key of the pool: the host's "host:port", after "https://" for TLS
 	br        *bufio.Reader // reads nc through Read, which bounds answer heads
 	bw        *bufio.Writer // writes to nc
 	headLeft  int64         // bytes the answer head being read may still take
@@ -44,7 +45,13 @@ func newConn(addr string, nc net.Conn) *conn {
 	c := &conn{nc: nc, addr: addr, headLeft: math.MaxInt64}
 	c.br = bufio.NewReaderSize(c, bufferSize)
 	c.bw = bufio.NewWriterSize(nc, bufferSize)
-	c.sock.init(nc)
+	raw := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		// The socket under TLS: a peer that closed the connection, or sent
+		// an alert, has left bytes to read there.
+		raw = tc.NetConn()
+	}
+	c.sock.init(raw)
 	return c
 }
 

@@ -18,7 +18,8 @@
 //
 // The price is a narrower scope. Compared with http.Transport it has:
 //
-//   - no HTTP/2 and no TLS: only "http" URLs, spoken in HTTP/1.1;
+//   - no HTTP/2: "http" URLs, and "https" ones over TLS when TLSConfig is
+//     set, spoken in HTTP/1.1;
 //   - no proxies, neither from the environment nor configured;
 //   - no compression: nothing asks for gzip and nothing is decoded;
 //   - no protocol switches: a request asking for an Upgrade, or a CONNECT,

@@ -33,7 +33,8 @@ func TestRefusedBeforeDialling(t *testing.T) {
 		edit func(*http.Request)
 		want string
 	}{
-		{"https", func(r *http.Request) { r.URL.Scheme = "https" }, `unsupported protocol scheme "https"`},
+		{"https without TLSConfig", func(r *http.Request) { r.URL.Scheme = "https" }, "https without TLSConfig"},
+		{"ftp", func(r *http.Request) { r.URL.Scheme = "ftp" }, `unsupported protocol scheme "ftp"`},
 		{"no host", func(r *http.Request) { r.URL.Host = "" }, "no Host"},
 		{"invalid method", func(r *http.Request) { r.Method = "GET /" }, "invalid method"},
 		{"CONNECT", func(r *http.Request) { r.Method = http.MethodConnect }, "CONNECT"},

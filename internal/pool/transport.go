@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -11,8 +12,9 @@ import (
 	"time"
 )
 
-// Transport is an http.RoundTripper for "http" URLs that keeps
-// connections alive between requests, per host. Each field's zero value
+// Transport is an http.RoundTripper for "http" URLs, and "https" ones
+// when TLSConfig is set, that keeps connections alive between requests,
+// per host. Each field's zero value
 // selects the default its comment gives, so the zero Transport is ready to
 // use. The fields must not change once the Transport is in use. A
 // Transport is safe for concurrent use by multiple goroutines.
@@ -48,6 +50,13 @@ type Transport struct {
 	// DialContext, if not nil, sets up new connections in place of a
 	// net.Dialer, for the network "tcp" and an address "host:port".
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLSConfig, if not nil, gives the TLS configuration of a connection
+	// for an "https" URL to host (a name or an IP address, without port);
+	// the handshake is part of setting the connection up, and a
+	// connection is kept alive like any other. Nil means "https" URLs
+	// fail.
+	TLSConfig func(host string) *tls.Config
 
 	mu      sync.Mutex         // guards idle, janitor and armed
 	idle    map[string][]*conn // by address, the most recently used last
@@ -87,9 +96,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, fmt.Errorf("pool: %w", err)
 	}
-	c := t.getIdle(addr)
+	key := addr // connections for https are kept apart from those for http
+	if req.URL.Scheme == "https" {
+		if t.TLSConfig == nil {
+			closeBody(req)
+			return nil, errors.New("pool: https without TLSConfig")
+		}
+		key = "https://" + addr
+	}
+	c := t.getIdle(key)
 	if c == nil {
-		c, err = t.dial(ctx, addr)
+		c, err = t.dial(ctx, addr, key, req.URL.Scheme == "https")
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -155,13 +172,21 @@ func (t *Transport) release(c *conn, keep bool) {
 	c.close()
 }
 
-// dial sets up a new connection to addr. When ctx ends the dial, the
-// error satisfies errors.Is with the context's error.
-func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
+// dial sets up a new connection to addr, kept in the pool under key, with
+// a TLS handshake when secure is true. When ctx ends the dial, the error
+// satisfies errors.Is with the context's error. A failed handshake is a
+// dial error too (a *net.OpError with Op "dial"): nothing was sent.
+func (t *Transport) dial(ctx context.Context, addr, key string, secure bool) (*conn, error) {
 	dial := t.DialContext
 	if dial == nil {
 		d := &net.Dialer{Timeout: t.dialTimeout(), KeepAlive: t.keepAlive()}
 		dial = d.DialContext
+	}
+	if d := t.dialTimeout(); d > 0 && t.DialContext == nil && secure {
+		// The handshake is part of the dial, and of its bound.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
 	}
 	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
@@ -170,7 +195,19 @@ func (t *Transport) dial(ctx context.Context, addr string) (*conn, error) {
 		}
 		return nil, err
 	}
-	return newConn(addr, nc), nil
+	if secure {
+		host, _, _ := net.SplitHostPort(addr)
+		tc := tls.Client(nc, t.TLSConfig(host))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			if cause := ctx.Err(); cause != nil && !errors.Is(err, cause) {
+				err = fmt.Errorf("%w (%w)", err, cause)
+			}
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: nc.RemoteAddr(), Err: fmt.Errorf("tls: %w", err)}
+		}
+		return newConn(key, tc), nil
+	}
+	return newConn(key, nc), nil
 }
 
 // dialTimeout is DialTimeout with its default applied, as net.Dialer
