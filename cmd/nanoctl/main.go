@@ -178,17 +178,27 @@ type instance struct {
 	Ejected        bool `json:",omitempty"`
 }
 
-// ls prints GET /services.
-func (c *cli) ls() error {
-	status, body, err := c.get("/services")
+// fetch sends GET path and returns the body of its 200 answer; with
+// -json it prints the body instead and returns nil.
+func (c *cli) fetch(path string) ([]byte, error) {
+	status, body, err := c.get(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if status != http.StatusOK {
-		return failed(status, body)
+		return nil, failed(status, body)
 	}
 	if c.json {
-		return c.printJSON(body)
+		return nil, c.printJSON(body)
+	}
+	return body, nil
+}
+
+// ls prints GET /services.
+func (c *cli) ls() error {
+	body, err := c.fetch("/services")
+	if err != nil || body == nil {
+		return err
 	}
 	var l struct {
 		Patterns []struct {
@@ -271,15 +281,9 @@ func (c *cli) call(pattern, msg string) error {
 
 // resolve prints GET /resolve.
 func (c *cli) resolve(pattern string) error {
-	status, body, err := c.get("/resolve?pattern=" + url.QueryEscape(pattern))
-	if err != nil {
+	body, err := c.fetch("/resolve?pattern=" + url.QueryEscape(pattern))
+	if err != nil || body == nil {
 		return err
-	}
-	if status != http.StatusOK {
-		return failed(status, body)
-	}
-	if c.json {
-		return c.printJSON(body)
 	}
 	var r struct {
 		Pattern   string
