@@ -247,11 +247,7 @@ func checkRegisteredOnce(t *testing.T, who string, l *logRecords, patterns []str
 // /services, which reads its mirror and nothing else.
 func waitListed(t *testing.T, addr string, n int) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("the server lists %d patterns", n), func() bool {
-		status, body := do(t, http.MethodGet, "http://"+addr+"/services", "", nil)
-		var l struct{ Patterns []struct{ Pattern string } }
-		return status == http.StatusOK && json.Unmarshal([]byte(body), &l) == nil && len(l.Patterns) == n
-	})
+	eventually(t, fmt.Sprintf("the server lists %d patterns", n), func() bool { return len(listed(t, addr)) == n })
 }
 
 // redisLink is a TCP proxy to a Redis whose connections a test can cut.

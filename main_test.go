@@ -203,6 +203,13 @@ func testLogger() *slog.Logger {
 // and returns its address.
 func startServer(t *testing.T, opts nano.ServerOptions) (*nano.Server, string) {
 	t.Helper()
+	l := listen(t)
+	return serverOn(t, opts, l), l.Addr().String()
+}
+
+// serverOn serves a nano server on l until the test ends.
+func serverOn(t *testing.T, opts nano.ServerOptions, l net.Listener) *nano.Server {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger()
 	}
@@ -210,16 +217,30 @@ func startServer(t *testing.T, opts nano.ServerOptions) (*nano.Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := listen(t)
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return srv, l.Addr().String()
+	return srv
 }
 
 // startService serves handlers on a loopback port until the test ends,
 // registered at the server at serverAddr, and returns the service's
 // address. It does not wait for the registrations.
 func startService(t *testing.T, serverAddr string, handlers map[string]nano.HandlerFunc, configure ...func(*nano.ServiceOptions)) (*nano.Service, string) {
+	t.Helper()
+	return serveService(t, serverAddr, configure, func(svc *nano.Service) error {
+		for p, h := range handlers {
+			if err := svc.Handle(p, h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// serveService makes a service with the options configure sets, lets add
+// give it its handlers, and serves it on a loopback port until the test
+// ends.
+func serveService(t *testing.T, serverAddr string, configure []func(*nano.ServiceOptions), add func(*nano.Service) error) (*nano.Service, string) {
 	t.Helper()
 	opts := nano.ServiceOptions{Addr: "127.0.0.1:0", Server: serverAddr, Logger: testLogger()}
 	for _, c := range configure {
@@ -229,10 +250,8 @@ func startService(t *testing.T, serverAddr string, handlers map[string]nano.Hand
 	if err != nil {
 		t.Fatal(err)
 	}
-	for p, h := range handlers {
-		if err := svc.Handle(p, h); err != nil {
-			t.Fatal(err)
-		}
+	if err := add(svc); err != nil {
+		t.Fatal(err)
 	}
 	l := listen(t)
 	go svc.Serve(l)

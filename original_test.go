@@ -540,6 +540,9 @@ func TestOriginalServiceStaysRegistered(t *testing.T) {
 				if status, body := post(t, "http://"+srv+"/", `{"Pattern":"role:old"}`); status != 200 || body != `{"Result":"old"}` {
 					t.Errorf("%s, after 4 TTLs: %d %s; want the original service's answer", srv, status, body)
 				}
+				if _, body := do(t, http.MethodGet, "http://"+srv+"/resolve?pattern=role:old", "", nil); !strings.Contains(body, `"Permanent":true`) {
+					t.Errorf("%s: /resolve %s; want the instance marked permanent", srv, body)
+				}
 				if status, _ := post(t, "http://"+srv+"/", `{"Pattern":"role:plain"}`); status != http.StatusNotFound {
 					t.Errorf("%s, after 4 TTLs: %d for the registration without renewals; want 404", srv, status)
 				}

@@ -26,24 +26,16 @@ import (
 // and its address once the server routes each pattern to it.
 func startHandlers(t *testing.T, serverAddr string, handlers map[string]nano.Handler, configure ...func(*nano.ServiceOptions)) (*nano.Service, string) {
 	t.Helper()
-	opts := nano.ServiceOptions{Addr: "127.0.0.1:0", Server: serverAddr, Logger: testLogger()}
-	for _, c := range configure {
-		c(&opts)
-	}
-	svc, err := nano.NewServiceWithOptions(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for p, h := range handlers {
-		if err := svc.HandleContext(p, h); err != nil {
-			t.Fatal(err)
+	svc, addr := serveService(t, serverAddr, configure, func(svc *nano.Service) error {
+		for p, h := range handlers {
+			if err := svc.HandleContext(p, h); err != nil {
+				return err
+			}
 		}
-	}
-	l := listen(t)
-	go svc.Serve(l)
-	t.Cleanup(func() { svc.Shutdown(context.Background()) })
+		return nil
+	})
 	waitRegistered(t, serverAddr, slices.Sorted(maps.Keys(handlers))...)
-	return svc, l.Addr().String()
+	return svc, addr
 }
 
 // seenRequest is what echoRequest saw of a request.

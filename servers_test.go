@@ -71,21 +71,6 @@ func listenPair(t *testing.T) (net.Listener, net.Listener) {
 	return nil, nil
 }
 
-// serverOn serves a nano server on l until the test ends.
-func serverOn(t *testing.T, opts nano.ServerOptions, l net.Listener) *nano.Server {
-	t.Helper()
-	if opts.Logger == nil {
-		opts.Logger = testLogger()
-	}
-	srv, err := nano.NewServerWithOptions(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	return srv
-}
-
 // TestServiceMovesToTheNextServer: two servers on one Redis with a TTL of
 // 1.5 s; services that name both, by ServiceOptions.Servers and by
 // NANO_SERVER_ADDRESS for the original API's NewService, register at the

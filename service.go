@@ -224,11 +224,13 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, servicePort, _ := splitHostPort(opts.Addr) // checked by withDefaults
+	_, serverPort, _ := splitHostPort(opts.Server)
 	s := &Service{
 		ServiceAddress: opts.Addr,
-		ServicePort:    portOf(opts.Addr),
+		ServicePort:    servicePort,
 		ServerAddress:  opts.Server,
-		ServerPort:     portOf(opts.Server),
+		ServerPort:     serverPort,
 		Cache:          *radix.New(),
 		opts:           opts,
 		log:            opts.Logger,
@@ -484,14 +486,4 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, r, &Error{Status: http.StatusServiceUnavailable, Message: "nano: service not ready: " + why})
-}
-
-// portOf returns the port of a host:port address, 0 if it has none.
-func portOf(addr string) int {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(port)
-	return n
 }
