@@ -118,7 +118,7 @@ func (c *Client) resolve(ctx context.Context, p string) (*route, error) {
 	rt := &route{pattern: p, refresh: time.Now().Add(ttl).UnixNano()}
 	for _, in := range res.Instances {
 		if dialAddr(in.ServiceAddress) == nil {
-			rt.instances = append(rt.instances, newInstance(in.ServiceAddress, in.Expires))
+			rt.instances = append(rt.instances, newInstance(targetOf(in.ServiceAddress, in.TLS), in.Expires))
 		}
 	}
 	if len(rt.instances) == 0 {
@@ -134,7 +134,7 @@ func (c *Client) askServers(ctx context.Context, p string) (*http.Response, erro
 	var last error
 	for range c.servers.len() {
 		addr := c.servers.current()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/resolve?pattern="+url.QueryEscape(p), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.serverURL(addr, "/resolve?pattern="+url.QueryEscape(p)), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -175,7 +175,7 @@ func (c *Client) learn(p string, reg Registration) {
 	now := time.Now()
 	c.remember(&route{
 		pattern:   p,
-		instances: []instance{newInstance(reg.ServiceAddress, now.Add(c.opts.PeerTTL))},
+		instances: []instance{newInstance(reg.target(), now.Add(c.opts.PeerTTL))},
 		refresh:   now.Add(c.opts.PeerTTL).UnixNano(),
 	})
 }

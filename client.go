@@ -2,6 +2,7 @@ package nano
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +42,17 @@ type ClientOptions struct {
 	// a call made with the context a Handler received carries on the W3C
 	// Trace Context of the message it handles.
 	Observer Observer
+	// TLS, when not nil, makes the client reach its servers over HTTPS,
+	// and configures its TLS connections to servers and to the instances
+	// registered as TLS: the roots that sign their certificates (RootCAs)
+	// and the certificate it presents to those that require one
+	// (Certificates or GetClientCertificate). Each connection takes a
+	// clone, with ServerName the host it dials when none is set, and the
+	// client's connections share a session cache when none is set. Nil
+	// means plain HTTP to the servers, and the system's roots for
+	// instances that speak TLS. It does not apply to a Transport of the
+	// program's own.
+	TLS *tls.Config
 	// Transport carries the calls. Nil means the client's own pool of
 	// kept-alive HTTP/1.1 connections, which runs each call on the
 	// caller's goroutine (see the package documentation).
@@ -107,7 +119,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		outliers:  outlierDetector{opts: opts.Outliers.withDefaults(), log: opts.Logger},
 		opts:      opts,
 		log:       opts.Logger,
-		transport: orDefault(opts.Transport, defaultMaxHeaderBytes),
+		transport: orDefault(opts.Transport, defaultMaxHeaderBytes, opts.TLS),
 		servers:   newServerList(append([]string{opts.Server}, opts.Servers...)),
 	}, nil
 }
@@ -205,13 +217,25 @@ func (c *Client) viaServer(ctx context.Context, body []byte) (env envelope, err 
 		if legacy {
 			msg = withServiceRequest(body)
 		}
-		env, err = c.post(ctx, addr, legacy, msg)
+		env, err = c.post(ctx, c.serverTarget(addr), legacy, msg)
 		if !failoverFromServer(err) {
 			return env, err
 		}
 		c.servers.failed(addr)
 	}
 	return env, err
+}
+
+// serverTarget is the target of the server at addr: over HTTPS when the
+// client has a TLS configuration.
+func (c *Client) serverTarget(addr string) string { return targetOf(addr, c.opts.TLS != nil) }
+
+// serverURL is the URL of path at the server at addr.
+func (c *Client) serverURL(addr, path string) string {
+	if c.opts.TLS != nil {
+		return "https://" + addr + path
+	}
+	return "http://" + addr + path
 }
 
 // failoverFromServer reports whether a call to a server failed without
@@ -295,7 +319,7 @@ func gatewayFailure(err error) bool {
 	return !errors.Is(err, ErrHandler) && (e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout)
 }
 
-// post sends body to http://addr/ and decodes the answer; the envelope's
+// post sends body to the target addr (see targetOf) and decodes the answer; the envelope's
 // Service is set only when the answer was the original's JSON envelope.
 // legacy says that addr is a server without /resolve, which would not
 // pass the Nano-Envelope field on.

@@ -52,7 +52,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	s.setReady(true, nil)
 	if s.routes.merge(reg.Pattern, m) {
-		s.log.Info("nano: service registered", "pattern", reg.Pattern, "address", reg.ServiceAddress, "permanent", permanent)
+		s.log.Info("nano: service registered", "pattern", reg.Pattern, "address", reg.ServiceAddress, "tls", reg.TLS, "permanent", permanent)
 	}
 	writeJSON(w, http.StatusOK, registered{reg, s.opts.TTL.Seconds()})
 }
@@ -71,7 +71,7 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	if s.routes.remove(reg.Pattern, reg.ServiceAddress, time.Now().Add(s.opts.TTL)) {
+	if s.routes.remove(reg.Pattern, reg.target(), time.Now().Add(s.opts.TTL)) {
 		s.log.Info("nano: service deregistered", "pattern", reg.Pattern, "address", reg.ServiceAddress)
 	}
 	writeJSON(w, http.StatusOK, reg)
@@ -124,6 +124,10 @@ func (s *Server) readRegistration(w http.ResponseWriter, r *http.Request) (reg R
 		s.refuseRegistration(w, r, err)
 		return reg, false, false
 	}
+	if err := s.mayRegister(r, reg.Pattern); err != nil {
+		s.refuseRegistration(w, r, err)
+		return reg, false, false
+	}
 	return reg, in.Cache != nil, true
 }
 
@@ -134,8 +138,9 @@ type originalFields struct {
 }
 
 // refuseRegistration answers a registration or deregistration the server
-// will not take, and logs it with the address it came from.
+// will not take, logs it with the address it came from and counts it.
 func (s *Server) refuseRegistration(w http.ResponseWriter, r *http.Request, err error) {
+	s.metrics.refusals.add(statusOf(err))
 	s.log.Warn("nano: registration refused", "path", r.URL.Path, "from", r.RemoteAddr, "status", statusOf(err), "error", publicMessage(err))
 	writeError(w, r, err)
 }
@@ -185,8 +190,10 @@ func (s *Server) liveInstances(rt *route, now int64) []resolvedInstance {
 	}
 	for _, in := range rt.instances {
 		if in.liveAt(now) {
+			addr, secure := splitTarget(in.addr)
 			out = append(out, resolvedInstance{
-				ServiceAddress: in.addr,
+				ServiceAddress: addr,
+				TLS:            secure,
 				Expires:        time.Unix(0, max(in.expires, lease)).UTC(),
 				Permanent:      permanentAt(in.expires, wall),
 			})
@@ -226,7 +233,7 @@ func (s *Server) servicesEndpoint(w http.ResponseWriter, r *http.Request) {
 			if states := rt.states.Load(); states != nil {
 				wall := time.Now().UnixNano()
 				for i := range live {
-					if st := (*states)[live[i].ServiceAddress]; st != nil {
+					if st := (*states)[targetOf(live[i].ServiceAddress, live[i].TLS)]; st != nil {
 						live[i].Ejected = st.ejected(wall)
 					}
 				}

@@ -36,6 +36,11 @@ var (
 	ErrMessageTooLarge = errors.New("nano: message too large")
 	// ErrUnauthorized reports a write without the shared token (HTTP 401).
 	ErrUnauthorized = errors.New("nano: unauthorized")
+	// ErrForbidden reports a registration or deregistration of a pattern
+	// the caller's certificate identity may not register, or one made
+	// without a verified certificate where ServerOptions.Identities is set
+	// (HTTP 403).
+	ErrForbidden = errors.New("nano: forbidden")
 	// ErrRegistryUnavailable reports that the registry (Redis) cannot be
 	// reached (HTTP 503).
 	ErrRegistryUnavailable = errors.New("nano: registry unavailable")
@@ -145,6 +150,7 @@ var sentinels = []struct {
 	{ErrInvalidMessage, http.StatusBadRequest},
 	{ErrInvalidPattern, http.StatusBadRequest},
 	{ErrUnauthorized, http.StatusUnauthorized},
+	{ErrForbidden, http.StatusForbidden},
 	{ErrNoService, http.StatusNotFound},
 	{ErrMethodNotAllowed, http.StatusMethodNotAllowed},
 	{ErrMessageTooLarge, http.StatusRequestEntityTooLarge},

@@ -81,7 +81,7 @@ func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	out, err := s.run(ctx, h, &Request{Body: body, Pattern: h.pattern, Header: r.Header})
+	out, err := s.run(ctx, h, &Request{Body: body, Pattern: h.pattern, Header: r.Header, TLS: r.TLS})
 	if err != nil {
 		if _, ours := errors.AsType[*libraryError](err); !ours {
 			w.Header().Set(errorHeader, handlerError)

@@ -27,6 +27,7 @@ type serverMetrics struct {
 	upstream       histogram           // time services take to answer
 	registryErrors atomic.Uint64
 	failovers      atomic.Uint64
+	refusals       counters[int] // registrations and deregistrations refused, by status
 }
 
 // count counts a message answered with status, under the pattern that
@@ -240,6 +241,10 @@ func (s *Server) metricsEndpoint(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(bw, "nano_failovers_total %d\n", m.failovers.Load())
 	help(bw, "nano_ejections_total", "counter", "Instances ejected for failing again and again (outlier detection).")
 	fmt.Fprintf(bw, "nano_ejections_total %d\n", s.outliers.ejections.Load())
+	help(bw, "nano_registrations_refused_total", "counter", "Registrations and deregistrations refused, by status (401: no token, 403: identity not allowed, 400: invalid, 413: too large).")
+	for _, c := range m.refusals.snapshot(nil, cmp.Compare[int]) {
+		fmt.Fprintf(bw, "nano_registrations_refused_total{status=\"%d\"} %d\n", c.key, c.n)
+	}
 	help(bw, "nano_registry_errors_total", "counter", "Calls to the registry (Redis) that failed.")
 	fmt.Fprintf(bw, "nano_registry_errors_total %d\n", m.registryErrors.Load())
 	help(bw, "nano_registry_ready", "gauge", "1 while the registry answers, 0 while it does not.")

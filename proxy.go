@@ -242,7 +242,8 @@ func (s *Server) forget(p, addr string) bool {
 		defer s.loops.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RegistryTimeout)
 		defer cancel()
-		if err := s.reg.deregister(ctx, Registration{Pattern: p, ServiceAddress: addr}); err != nil {
+		a, secure := splitTarget(addr)
+		if err := s.reg.deregister(ctx, Registration{Pattern: p, ServiceAddress: a, TLS: secure}); err != nil {
 			s.log.Warn("nano: deregistration failed", "pattern", p, "address", addr, "error", err)
 		}
 	}()
@@ -343,11 +344,15 @@ const statusClientClosed = 499
 var errNoHandler = &notHandledError{fmt.Errorf("%w: no handler", ErrNoService)}
 
 // outbound returns the request that carries a message to the service at
-// addr. It has no GetBody, so that no transport can send it again: an
+// target (see targetOf). It has no GetBody, so that no transport can send it again: an
 // http.Transport would resend a request that carries an Idempotency-Key
 // after its connection failed with the request written.
-func outbound(ctx context.Context, addr string, header http.Header, body []byte) *http.Request {
+func outbound(ctx context.Context, target string, header http.Header, body []byte) *http.Request {
+	addr, secure := splitTarget(target)
 	m := &message{url: url.URL{Scheme: "http", Host: addr, Path: "/"}}
+	if secure {
+		m.url.Scheme = "https"
+	}
 	m.body.Reset(body)
 	m.req = http.Request{
 		Method:        http.MethodPost,

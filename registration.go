@@ -32,6 +32,7 @@ func (s *Service) advertise(la net.Addr) *Registration {
 		ServicePort:    port,
 		ServerAddress:  s.opts.Server,
 		ServerPort:     serverPort,
+		TLS:            s.opts.TLS != nil,
 	}
 }
 
@@ -179,7 +180,7 @@ func (s *Service) control(ctx context.Context, server, path, p string) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+server+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.client.serverURL(server, path), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

@@ -66,13 +66,13 @@ type memRegistry struct {
 }
 
 func (r *memRegistry) register(_ context.Context, reg Registration, life, _ time.Duration) (member, error) {
-	m := member{addr: reg.ServiceAddress, expires: time.Now().Add(life)}
+	m := member{addr: reg.target(), expires: time.Now().Add(life)}
 	r.t.merge(reg.Pattern, m)
 	return m, nil
 }
 
 func (r *memRegistry) deregister(_ context.Context, reg Registration) error {
-	r.t.remove(reg.Pattern, reg.ServiceAddress, time.Time{})
+	r.t.remove(reg.Pattern, reg.target(), time.Time{})
 	return nil
 }
 

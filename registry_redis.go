@@ -302,13 +302,13 @@ func permanentScore(now time.Time) int64 { return now.Add(permanentSpan / 2).Uni
 
 func (r *redisRegistry) register(ctx context.Context, reg Registration, life, ttl time.Duration) (member, error) {
 	now := time.Now()
-	m := member{addr: reg.ServiceAddress, expires: now.Add(life)}
+	m := member{addr: reg.target(), expires: now.Add(life)}
 	err := registerScript.Run(ctx, r.rdb, r.shardKeys(reg.Pattern),
 		m.expires.UnixMilli(), m.addr, ttl.Milliseconds(), permanentScore(now), reg.Pattern, changesMaxLen, r.epoch).Err()
 	if err != nil {
 		return m, fmt.Errorf("%w: %v", ErrRegistryUnavailable, err)
 	}
-	if r.original {
+	if r.original && !reg.TLS { // the original's processes would call it over plain HTTP
 		px := ttl.Milliseconds()
 		if life != ttl {
 			px = 0
@@ -322,8 +322,8 @@ func (r *redisRegistry) register(ctx context.Context, reg Registration, life, tt
 
 func (r *redisRegistry) deregister(ctx context.Context, reg Registration) error {
 	err := deregisterScript.Run(ctx, r.rdb, r.shardKeys(reg.Pattern),
-		reg.ServiceAddress, reg.Pattern, permanentScore(time.Now()), changesMaxLen, r.epoch).Err()
-	if err == nil && r.original {
+		reg.target(), reg.Pattern, permanentScore(time.Now()), changesMaxLen, r.epoch).Err()
+	if err == nil && r.original && !reg.TLS {
 		err = originalDelScript.Run(ctx, r.rdb, []string{reg.Pattern}, reg.ServiceAddress).Err()
 	}
 	if err != nil {
@@ -423,7 +423,7 @@ func (r *redisRegistry) liveMembers(ctx context.Context, names []string, key fun
 	for i, cmd := range cmds {
 		for _, z := range cmd.Val() {
 			addr, ok := z.Member.(string)
-			if ok && dialAddr(addr) == nil {
+			if ok && validTarget(addr) == nil {
 				out[i] = append(out[i], member{addr: addr, expires: time.UnixMilli(int64(z.Score))})
 			}
 		}

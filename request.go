@@ -2,6 +2,7 @@ package nano
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -19,6 +20,11 @@ type Request struct {
 	// Header holds the header fields of the HTTP request that carried the
 	// message, as net/http read them.
 	Header http.Header
+	// TLS is the state of the TLS connection that carried the message,
+	// nil over plain HTTP. When the service requires client certificates,
+	// TLS.PeerCertificates[0] is that of the caller: the nano server's for
+	// a message it routed, the calling service's for a direct Act.
+	TLS *tls.ConnectionState
 }
 
 // Handler handles a message with its context: ctx ends when the caller

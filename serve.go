@@ -2,6 +2,7 @@ package nano
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +27,9 @@ import (
 // mean no limit.
 type httpOptions struct {
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
-	maxHeaderBytes                                            int // negative: no limit
-	maxConns                                                  int // negative: no limit
+	maxHeaderBytes                                            int         // negative: no limit
+	maxConns                                                  int         // negative: no limit
+	tls                                                       *tls.Config // nil: plain HTTP
 	log                                                       *slog.Logger
 }
 
@@ -46,7 +48,8 @@ const (
 type endpoint struct {
 	handler http.Handler
 	srv     *http.Server
-	conns   *connLimit // shared by every listener served; nil: no limit
+	conns   *connLimit  // shared by every listener served; nil: no limit
+	tls     *tls.Config // serves HTTPS with it; nil: plain HTTP
 
 	mu      sync.RWMutex   // guards closed against running.Add
 	closed  bool           // set by shutdown: handlers refuse new requests
@@ -54,7 +57,7 @@ type endpoint struct {
 }
 
 func newEndpoint(h http.Handler, o httpOptions) *endpoint {
-	e := &endpoint{handler: h}
+	e := &endpoint{handler: h, tls: serverTLS(o.tls)}
 	maxHeader := o.maxHeaderBytes
 	if maxHeader < 0 {
 		maxHeader = math.MaxInt32
@@ -102,7 +105,12 @@ func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve serves the connections of l until shutdown, when it returns
 // ErrClosed. It closes l.
 func (e *endpoint) serve(l net.Listener) error {
-	err := e.srv.Serve(e.conns.wrap(l))
+	l = e.conns.wrap(l)
+	if e.tls != nil {
+		// http.Server makes the handshake, bounded by its read timeouts.
+		l = tls.NewListener(l, e.tls)
+	}
+	err := e.srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return ErrClosed
 	}

@@ -2,6 +2,7 @@ package nano
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -118,6 +119,31 @@ type ServerOptions struct {
 	// its call to the service (see Observer). Nil means the header fields
 	// of the message, W3C Trace Context among them, pass on unchanged.
 	Observer Observer
+	// TLS, when not nil, makes the server serve HTTPS with this
+	// configuration: to clients, to services registering, to the
+	// callers of /resolve. To require certificates from them (mutual
+	// TLS), set ClientAuth to tls.RequireAndVerifyClientCert and ClientCAs;
+	// Identities then decides which patterns each may register. The server
+	// speaks HTTP/1.1 only: NextProtos is replaced. Nil means plain HTTP.
+	TLS *tls.Config
+	// UpstreamTLS configures the server's TLS connections to the instances
+	// registered as TLS: the roots that sign their certificates (RootCAs)
+	// and the certificate it presents to those that require one. Each
+	// connection takes a clone, with ServerName the host of the instance's
+	// address when none is set (a VerifyConnection sees that host in
+	// ConnectionState.ServerName, an IP address included), and the
+	// connections share a session cache when none is set. Nil means the
+	// system's roots and no certificate. It does not apply to a Transport
+	// of the program's own.
+	UpstreamTLS *tls.Config
+	// Identities, when not nil, authorizes registrations by the identity
+	// of the client's certificate: a registration or deregistration is
+	// accepted only over TLS, from a client whose certificate was verified
+	// and names an identity that may register the pattern (see
+	// Identities); others are answered 403, logged and counted. The Token,
+	// if set, is required as well. Nil means any client may register any
+	// pattern (with the Token, if set).
+	Identities Identities
 	// Transport carries the proxied calls. Nil means the server's own
 	// pool of kept-alive HTTP/1.1 connections, which runs each call on
 	// the request's goroutine (see the package documentation).
@@ -187,14 +213,30 @@ const (
 // NewServer returns a server listening on listenPort with its registry in
 // the Redis at redisAddress, as the original library did. An empty
 // redisAddress selects the embedded in-memory registry. The environment
-// variable NANO_TOKEN, when set, becomes ServerOptions.Token.
+// variable NANO_TOKEN, when set, becomes ServerOptions.Token. TLS comes
+// from the environment too, as files read again when they change:
+// NANO_TLS_CERT and NANO_TLS_KEY, the server's certificate (HTTPS is
+// served with it); NANO_TLS_CA, the bundle that signs the certificates of
+// TLS services and, with NANO_TLS_CLIENT_CERTS=true, those the server
+// requires from every client; NANO_IDENTITIES, a file for
+// LoadIdentities, which becomes ServerOptions.Identities.
 //
-// If Redis cannot be reached, NewServer logs the error and exits the
-// process with status 1; use NewServerWithOptions to handle the error.
+// If Redis cannot be reached, or the environment's settings cannot be
+// used, NewServer logs the error and exits the process with status 1;
+// use NewServerWithOptions to handle the error.
 func NewServer(redisAddress, redisPassword string, redisDB, listenPort int) *Server {
 	opts := ServerOptions{
 		Addr:  ":" + strconv.Itoa(listenPort),
 		Token: os.Getenv("NANO_TOKEN"),
+	}
+	var err error
+	if opts.TLS, opts.UpstreamTLS, err = tlsFromEnv(); err != nil {
+		fatal(slog.Default(), "nano: cannot start server", err)
+	}
+	if file := os.Getenv("NANO_IDENTITIES"); file != "" {
+		if opts.Identities, err = LoadIdentities(file); err != nil {
+			fatal(slog.Default(), "nano: cannot start server", err)
+		}
 	}
 	if redisAddress != "" {
 		opts.Redis = &redis.UniversalOptions{
@@ -225,7 +267,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		Cache:     *radix.New(),
 		opts:      opts,
 		log:       opts.Logger,
-		transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
+		transport: orDefault(opts.Transport, opts.MaxHeaderBytes, opts.UpstreamTLS),
 		outliers:  outlierDetector{opts: opts.Outliers.withDefaults(), log: opts.Logger},
 		stop:      make(chan struct{}),
 		finished:  make(chan struct{}),
@@ -237,6 +279,7 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		idleTimeout:       opts.IdleTimeout,
 		maxHeaderBytes:    opts.MaxHeaderBytes,
 		maxConns:          opts.MaxConns,
+		tls:               opts.TLS,
 		log:               opts.Logger,
 	})
 	s.routes.ttl = opts.TTL
@@ -293,6 +336,16 @@ func (o ServerOptions) withDefaults() (ServerOptions, error) {
 	}
 	if o.OriginalKeys && o.Redis == nil {
 		return o, fmt.Errorf("%w: ServerOptions.OriginalKeys needs Redis", ErrInvalidOptions)
+	}
+	if o.Identities != nil {
+		if o.TLS == nil || o.TLS.ClientAuth == tls.NoClientCert && o.TLS.GetConfigForClient == nil {
+			return o, fmt.Errorf("%w: ServerOptions.Identities needs TLS that asks for client certificates (ClientAuth)", ErrInvalidOptions)
+		}
+		ids, err := o.Identities.normalize()
+		if err != nil {
+			return o, err
+		}
+		o.Identities = ids
 	}
 	o = o.Defaults()
 	if err := listenAddr(o.Addr); err != nil {
@@ -403,7 +456,7 @@ func (s *Server) ListenAndServe() error {
 // ListenAndServe). It closes l when it returns. It may be called for
 // several listeners at once.
 func (s *Server) Serve(l net.Listener) error {
-	s.log.Info("nano: server listening", "addr", l.Addr().String(), "registry", s.registryName())
+	s.log.Info("nano: server listening", "addr", l.Addr().String(), "tls", s.opts.TLS != nil, "registry", s.registryName())
 	return s.endpoint.serve(l)
 }
 

@@ -2,6 +2,7 @@ package nano
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,6 +88,21 @@ type ServiceOptions struct {
 	// of each message to the calls its handler makes with the message's
 	// context.
 	Observer Observer
+	// TLS, when not nil, makes the service serve HTTPS with this
+	// configuration, and register as an instance that speaks TLS: servers
+	// and callers then reach it at https://Addr, and check its certificate
+	// for the host of Addr. To require certificates from them (mutual
+	// TLS), set ClientAuth to tls.RequireAndVerifyClientCert and ClientCAs.
+	// The service speaks HTTP/1.1 only: NextProtos is replaced. Nil means
+	// plain HTTP.
+	TLS *tls.Config
+	// ClientTLS, when not nil, makes the service reach its servers over
+	// HTTPS, for registrations and Act, and configures its TLS connections
+	// to servers and instances, as ClientOptions.TLS does: the roots that
+	// sign their certificates and the certificate it presents to those
+	// that require one. Nil means plain HTTP to the servers, and the
+	// system's roots for instances that speak TLS.
+	ClientTLS *tls.Config
 	// Transport carries registrations and Act calls. Nil means the
 	// service's own pool of kept-alive HTTP/1.1 connections, which runs
 	// each call on the caller's goroutine (see the package documentation).
@@ -176,10 +192,17 @@ const (
 // NANO_SERVER_ADDRESS may list several hosts, separated by commas, which
 // become ServiceOptions.Servers;
 // NANO_TOKEN, when set, becomes ServiceOptions.Token. The service listens on
-// all interfaces.
+// all interfaces. TLS comes from the environment too, as files read again
+// when they change: NANO_TLS_CERT and NANO_TLS_KEY, the service's
+// certificate (it serves HTTPS with it, registers as TLS, and presents it
+// to servers and peers that require one); NANO_TLS_CA, the bundle that
+// signs the certificates of the servers, which it then reaches over HTTPS,
+// and of TLS peers, and, with NANO_TLS_CLIENT_CERTS=true, those the
+// service requires from every caller.
 //
-// If the addresses are not valid, NewService logs the error and exits the
-// process with status 1; use NewServiceWithOptions to handle the error.
+// If the addresses or the TLS settings are not valid, NewService logs the
+// error and exits the process with status 1; use NewServiceWithOptions
+// to handle the error.
 func NewService(serviceAddress string, servicePort int, serverAddress string, serverPort int) *Service {
 	if h := os.Getenv("NANO_SERVICE_ADDRESS"); h != "" {
 		serviceAddress = h
@@ -192,11 +215,17 @@ func NewService(serviceAddress string, servicePort int, serverAddress string, se
 			more = append(more, net.JoinHostPort(strings.TrimSpace(h), strconv.Itoa(serverPort)))
 		}
 	}
+	serve, call, err := tlsFromEnv()
+	if err != nil {
+		fatal(slog.Default(), "nano: cannot create service", err)
+	}
 	s, err := NewServiceWithOptions(ServiceOptions{
-		Addr:    net.JoinHostPort(serviceAddress, strconv.Itoa(servicePort)),
-		Server:  net.JoinHostPort(serverAddress, strconv.Itoa(serverPort)),
-		Servers: more,
-		Token:   os.Getenv("NANO_TOKEN"),
+		Addr:      net.JoinHostPort(serviceAddress, strconv.Itoa(servicePort)),
+		Server:    net.JoinHostPort(serverAddress, strconv.Itoa(serverPort)),
+		Servers:   more,
+		Token:     os.Getenv("NANO_TOKEN"),
+		TLS:       serve,
+		ClientTLS: call,
 	})
 	if err != nil {
 		fatal(slog.Default(), "nano: cannot create service", err)
@@ -218,7 +247,8 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		PeerTTL:   opts.PeerTTL,
 		Outliers:  opts.Outliers,
 		Observer:  opts.Observer,
-		Transport: orDefault(opts.Transport, opts.MaxHeaderBytes),
+		TLS:       opts.ClientTLS,
+		Transport: orDefault(opts.Transport, opts.MaxHeaderBytes, opts.ClientTLS),
 		Logger:    opts.Logger,
 	})
 	if err != nil {
@@ -246,6 +276,7 @@ func NewServiceWithOptions(opts ServiceOptions) (*Service, error) {
 		idleTimeout:       opts.IdleTimeout,
 		maxHeaderBytes:    opts.MaxHeaderBytes,
 		maxConns:          opts.MaxConns,
+		tls:               opts.TLS,
 		log:               opts.Logger,
 	})
 	return s, nil
@@ -416,7 +447,7 @@ func (s *Service) Serve(l net.Listener) error {
 		s.routes.each(func(p string, _ *handler) { s.startRegistration(p) })
 	}
 	s.mu.Unlock()
-	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().ServiceAddress, "server", s.client.servers.current())
+	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().target(), "server", s.client.serverTarget(s.client.servers.current()))
 	return s.endpoint.serve(l)
 }
 

@@ -222,7 +222,7 @@ func (s *Server) lostData(ctx context.Context) {
 // apply follows a change another server (or this one) made.
 func (s *Server) apply(ev event) {
 	p, err := parsePattern(ev.Pattern)
-	if err != nil || dialAddr(ev.ServiceAddress) != nil {
+	if err != nil || validTarget(ev.ServiceAddress) != nil {
 		return
 	}
 	// A copy read before the removal cannot bring the instance back; a

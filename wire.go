@@ -23,6 +23,42 @@ type Registration struct {
 	ServicePort    int    `json:"ServicePort"`
 	ServerAddress  string `json:"ServerAddress"`
 	ServerPort     int    `json:"ServerPort"`
+	// TLS says that the instance serves HTTPS: it is called at
+	// https://ServiceAddress, and its certificate must be valid for the
+	// host of ServiceAddress. The original library ignores the field.
+	TLS bool `json:"TLS,omitempty"`
+}
+
+// target returns where the registered instance is called: its address,
+// after "https://" for TLS.
+func (r Registration) target() string { return targetOf(r.ServiceAddress, r.TLS) }
+
+// targetOf returns the target of an instance at addr: addr for plain
+// HTTP, "https://"+addr for TLS. Mirrors, the registry and the peer
+// caches key instances by target, so a plain and a TLS instance at one
+// address are two instances.
+func targetOf(addr string, secure bool) string {
+	if secure {
+		return httpsPrefix + addr
+	}
+	return addr
+}
+
+// splitTarget returns the address of a target and whether it speaks TLS.
+func splitTarget(t string) (addr string, secure bool) {
+	if a, ok := strings.CutPrefix(t, httpsPrefix); ok {
+		return a, true
+	}
+	return t, false
+}
+
+// httpsPrefix starts the target of a TLS instance.
+const httpsPrefix = "https://"
+
+// validTarget checks a target read from the registry or an answer.
+func validTarget(t string) error {
+	addr, _ := splitTarget(t)
+	return dialAddr(addr)
 }
 
 // normalize validates a registration received from the network and returns
@@ -96,6 +132,7 @@ type resolution struct {
 
 type resolvedInstance struct {
 	ServiceAddress string    `json:"ServiceAddress"`
+	TLS            bool      `json:"TLS,omitempty"` // call it over HTTPS
 	Expires        time.Time `json:"Expires"`
 	Permanent      bool      `json:"Permanent,omitempty"` // an original service's: it never expires
 	Ejected        bool      `json:"Ejected,omitempty"`   // in GET /services: ejected as an outlier by this server now

@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -79,6 +80,10 @@ type config struct {
 	keyPrefix                              string
 	originalKeys                           bool
 	token, tokenFile                       string
+	tlsCert, tlsKey, tlsCA, identitiesFile string
+	tlsClientCerts                         bool
+	tls, upstreamTLS                       *tls.Config
+	identities                             nano.Identities
 	ttl, resync                            time.Duration
 	upstreamTimeout, registryTimeout       time.Duration
 	readHeaderTimeout, readTimeout         time.Duration
@@ -147,6 +152,11 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	num(&c.redisDB, "redis-db", "NANO_REDIS_DB", 0, "Redis database number")
 	str(&c.keyPrefix, "key-prefix", "NANO_KEY_PREFIX", "", "prefix of the registry's Redis keys; empty means "+def.KeyPrefix)
 	boolean(&c.originalKeys, "original-keys", "NANO_ORIGINAL_KEYS", "also keep the original library's Redis keys, so that its servers and this one route each other's services during a rolling upgrade; needs -redis")
+	str(&c.tlsCert, "tls-cert", "NANO_TLS_CERT", "", "PEM certificate (chain) to serve HTTPS with, read again when it changes; needs -tls-key")
+	str(&c.tlsKey, "tls-key", "NANO_TLS_KEY", "", "PEM key of -tls-cert")
+	str(&c.tlsCA, "tls-ca", "NANO_TLS_CA", "", "PEM bundle of the authorities that sign the certificates of TLS services and, with -tls-client-certs, of clients; empty means the system's")
+	boolean(&c.tlsClientCerts, "tls-client-certs", "NANO_TLS_CLIENT_CERTS", "require from every client a certificate signed by -tls-ca (mutual TLS)")
+	str(&c.identitiesFile, "identities", "NANO_IDENTITIES", "", "JSON file mapping client certificate identities (URI or DNS SANs) to the patterns they may register; needs -tls-client-certs")
 	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
 	dur(&c.ttl, "ttl", "NANO_TTL", 0, "a registration lives this long unless renewed"+or(def.TTL)+"; at least "+nano.MinTTL.String())
 	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 0, "check that Redis did not lose the registry (which is then read again)"+or(def.ResyncInterval)+", negative never")
@@ -191,6 +201,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 			errs = append(errs, fmt.Errorf("-token-file: %s is empty", c.tokenFile))
 		}
 	}
+	errs = append(errs, c.loadTLS())
 	if c.port < 0 || c.port > 65535 {
 		errs = append(errs, fmt.Errorf("-port: %d is not a port", c.port))
 	}
@@ -219,6 +230,32 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	return c, errors.Join(errs...)
 }
 
+// loadTLS reads the TLS files and the identities the flags name.
+func (c *config) loadTLS() error {
+	switch {
+	case c.tlsCert == "" && c.tlsKey == "":
+		if c.tlsCA != "" || c.tlsClientCerts || c.identitiesFile != "" {
+			return errors.New("-tls-ca, -tls-client-certs and -identities need -tls-cert and -tls-key")
+		}
+		return nil
+	case c.tlsClientCerts && c.tlsCA == "":
+		return errors.New("-tls-client-certs needs -tls-ca, the bundle to check client certificates against")
+	case c.identitiesFile != "" && !c.tlsClientCerts:
+		return errors.New("-identities needs -tls-client-certs: identities come from verified client certificates")
+	}
+	files, err := nano.LoadTLSFiles(c.tlsCert, c.tlsKey, c.tlsCA)
+	if err != nil {
+		return fmt.Errorf("-tls-cert, -tls-key, -tls-ca: %w", err)
+	}
+	c.tls, c.upstreamTLS = files.ServerConfig(c.tlsClientCerts), files.ClientConfig()
+	if c.identitiesFile != "" {
+		if c.identities, err = nano.LoadIdentities(c.identitiesFile); err != nil {
+			return fmt.Errorf("-identities: %w", err)
+		}
+	}
+	return nil
+}
+
 // options turns the configuration into the server's options.
 func (c config) options(log *slog.Logger) nano.ServerOptions {
 	opts := nano.ServerOptions{
@@ -239,6 +276,9 @@ func (c config) options(log *slog.Logger) nano.ServerOptions {
 		RegistryTimeout:   c.registryTimeout,
 		TTL:               c.ttl,
 		ResyncInterval:    c.resync,
+		TLS:               c.tls,
+		UpstreamTLS:       c.upstreamTLS,
+		Identities:        c.identities,
 		Logger:            log,
 	}
 	if c.redisAddrs != "" {
@@ -304,8 +344,8 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	// Serve logs the address and the registry.
-	if c.token == "" {
-		log.Warn("nano-server: no token: anyone who can reach this server can register patterns; set NANO_TOKEN on a network that is not trusted")
+	if c.token == "" && c.identities == nil {
+		log.Warn("nano-server: no token and no identities: anyone who can reach this server can register patterns; set NANO_TOKEN, or -identities with mutual TLS, on a network that is not trusted")
 	}
 
 	served := make(chan error, 1)

@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync"
 	"time"
@@ -143,14 +142,17 @@ func (f *Files) ServerConfig(requireClients bool) *tls.Config {
 	return base
 }
 
-// ClientConfig returns a tls.Config for a client connecting to host (a
-// name or an IP address, without port): it checks the server's
-// certificate for host against the CA bundle (the system's when there is
-// none) and presents the certificate, if any, to servers that ask for one.
-// Both follow the files: the check is made in VerifyConnection, against
-// the bundle of the moment, with the standard library's verification.
-func (f *Files) ClientConfig(host string) *tls.Config {
-	c := &tls.Config{
+// ClientConfig returns a tls.Config for a client: it checks the server's
+// certificate against the CA bundle (the system's when there is none) for
+// the name in ConnectionState.ServerName, and presents the certificate,
+// if any, to servers that ask for one. Both follow the files: the check
+// is made in VerifyConnection, against the bundle of the moment, with the
+// standard library's verification. Set ServerName to the host dialled;
+// crypto/tls leaves ConnectionState.ServerName empty for an IP address, so
+// a dialler of IP addresses fills it in before calling VerifyConnection
+// (nano's transports do), else the check fails.
+func (f *Files) ClientConfig() *tls.Config {
+	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// The bundle may change after the Config was made, so Go's own
 		// check, fixed to RootCAs, is replaced by the same check made in
@@ -160,8 +162,11 @@ func (f *Files) ClientConfig(host string) *tls.Config {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("certs: the server presented no certificate")
 			}
+			if cs.ServerName == "" {
+				return errors.New("certs: no server name to check the certificate for")
+			}
 			_, pool := f.current()
-			opts := x509.VerifyOptions{Roots: pool, DNSName: host, Intermediates: x509.NewCertPool()}
+			opts := x509.VerifyOptions{Roots: pool, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
 			for _, c := range cs.PeerCertificates[1:] {
 				opts.Intermediates.AddCert(c)
 			}
@@ -176,8 +181,4 @@ func (f *Files) ClientConfig(host string) *tls.Config {
 			return cert, nil
 		},
 	}
-	if net.ParseIP(host) == nil {
-		c.ServerName = host // sent as SNI; an IP address is not
-	}
-	return c
 }

@@ -1,0 +1,133 @@
+package nano
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// Identities maps the identities of client certificates to the patterns
+// each may register at a server (ServerOptions.Identities). An identity
+// is a URI SAN of the certificate, such as a SPIFFE ID
+// ("spiffe://example.org/ns/shop/sa/billing"), or a DNS SAN
+// ("billing.shop.svc"); a certificate may carry several, and one that
+// allows the pattern is enough. A pattern listed allows itself and the
+// patterns it is a whole-field prefix of, as in routing: "role:billing"
+// allows "role:billing,cmd:charge" but not "role:billingx". "*" allows
+// every pattern. An identity not listed may register nothing.
+//
+// The same rule applies to deregistrations, so that one service cannot
+// remove another's instances.
+type Identities map[string][]string
+
+// LoadIdentities reads Identities from a JSON file holding one object
+// whose keys are identities and whose values are lists of patterns:
+//
+//	{"spiffe://example.org/ns/shop/sa/billing": ["role:billing"],
+//	 "stock.shop.svc": ["role:stock,cmd:reserve", "role:stock,cmd:release"]}
+//
+// It fails with ErrInvalidOptions if the file is not such an object, or
+// lists a pattern that is not valid.
+func LoadIdentities(file string) (Identities, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: identities: %v", ErrInvalidOptions, err)
+	}
+	var ids Identities
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&ids); err != nil {
+		return nil, fmt.Errorf("%w: identities: %s: %v", ErrInvalidOptions, file, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: identities: %s holds more than one JSON value", ErrInvalidOptions, file)
+	}
+	if ids == nil {
+		return nil, fmt.Errorf("%w: identities: %s holds null, not an object", ErrInvalidOptions, file)
+	}
+	return ids.normalize()
+}
+
+// normalize checks the identities and returns them with canonical
+// patterns. Nil stays nil.
+func (ids Identities) normalize() (Identities, error) {
+	if ids == nil {
+		return nil, nil
+	}
+	out := make(Identities, len(ids))
+	for id, patterns := range ids {
+		if strings.TrimSpace(id) == "" {
+			return nil, fmt.Errorf("%w: identities: an identity is empty", ErrInvalidOptions)
+		}
+		list := make([]string, 0, len(patterns))
+		for _, p := range patterns {
+			if p != "*" {
+				var err error
+				if p, err = parsePattern(p); err != nil {
+					return nil, fmt.Errorf("%w: identities: %s: %v", ErrInvalidOptions, id, err)
+				}
+			}
+			list = append(list, p)
+		}
+		out[id] = list
+	}
+	return out, nil
+}
+
+// allows reports whether identity id may register pattern p, canonical.
+func (ids Identities) allows(id, p string) bool {
+	for _, e := range ids[id] {
+		if e == "*" || p == e || strings.HasPrefix(p, e) && p[len(e)] == ',' {
+			return true
+		}
+	}
+	return false
+}
+
+// identitiesOf returns the identities a certificate names: its URI SANs,
+// then its DNS SANs.
+func identitiesOf(cert *x509.Certificate) []string {
+	out := make([]string, 0, len(cert.URIs)+len(cert.DNSNames))
+	for _, u := range cert.URIs {
+		out = append(out, u.String())
+	}
+	return append(out, cert.DNSNames...)
+}
+
+// mayRegister checks that the client of r may register or deregister
+// pattern p under the server's Identities; nil when it may, or when the
+// server has none. The client's certificate counts only once verified:
+// by crypto/tls against ClientCAs, or by a VerifyPeerCertificate or
+// VerifyConnection of the server's TLS configuration.
+func (s *Server) mayRegister(r *http.Request, p string) error {
+	if s.opts.Identities == nil {
+		return nil
+	}
+	if r.TLS == nil {
+		return fmt.Errorf("%w: registrations require TLS with a client certificate", ErrForbidden)
+	}
+	if len(r.TLS.PeerCertificates) == 0 || !verified(r.TLS, s.opts.TLS) {
+		return fmt.Errorf("%w: registrations require a verified client certificate", ErrForbidden)
+	}
+	ids := identitiesOf(r.TLS.PeerCertificates[0])
+	for _, id := range ids {
+		if s.opts.Identities.allows(id, p) {
+			return nil
+		}
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("%w: the client certificate names no identity (URI or DNS name)", ErrForbidden)
+	}
+	return fmt.Errorf("%w: %s may not %s %q", ErrForbidden, strings.Join(ids, ", "), strings.TrimPrefix(r.URL.Path, "/"), p)
+}
+
+// verified reports whether the peer certificate of a connection was
+// verified: by crypto/tls, or by the program's own callback.
+func verified(cs *tls.ConnectionState, c *tls.Config) bool {
+	return len(cs.VerifiedChains) > 0 ||
+		c != nil && (c.VerifyPeerCertificate != nil || c.VerifyConnection != nil)
+}

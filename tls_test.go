@@ -1,0 +1,496 @@
+package nano_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis/v8"
+
+	nano "github.com/domWinter/go-nano"
+)
+
+// testCA is a certificate authority made for a test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+	pem  []byte
+}
+
+var serials atomic.Int64
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serials.Add(1)),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert, key, pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// leaf is a certificate the test CA issued, for 127.0.0.1 and
+// "localhost", good for servers and clients both.
+type leaf struct {
+	tls             tls.Certificate
+	certPEM, keyPEM []byte
+	serial          int64
+}
+
+// issue issues a leaf whose identity is id: a URI SAN when id has a
+// scheme, a DNS SAN otherwise (besides "localhost").
+func (ca *testCA) issue(t *testing.T, id string) leaf {
+	t.Helper()
+	key := newKey(t)
+	n := serials.Add(1)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(n),
+		Subject:      pkix.Name{CommonName: id},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if u, err := url.Parse(id); err == nil && u.Scheme != "" {
+		tmpl.URIs = []*url.URL{u}
+	} else if id != "" {
+		tmpl.DNSNames = append(tmpl.DNSNames, id)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := x509.MarshalECPrivateKey(key)
+	l := leaf{
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: k}),
+		serial:  n,
+	}
+	if l.tls, err = tls.X509KeyPair(l.certPEM, l.keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// serving is the TLS configuration of a server or service presenting l;
+// with requireClients, it requires client certificates ca signed.
+func (ca *testCA) serving(l leaf, requireClients bool) *tls.Config {
+	c := &tls.Config{Certificates: []tls.Certificate{l.tls}}
+	if requireClients {
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+		c.ClientCAs = ca.pool
+	}
+	return c
+}
+
+// calling is the TLS configuration of a client that trusts ca and
+// presents l, if it has a certificate.
+func (ca *testCA) calling(l leaf) *tls.Config {
+	c := &tls.Config{RootCAs: ca.pool}
+	if l.certPEM != nil {
+		c.Certificates = []tls.Certificate{l.tls}
+	}
+	return c
+}
+
+// httpsClient returns an HTTP client with the TLS configuration c.
+func httpsClient(t *testing.T, c *tls.Config) *http.Client {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: c}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+// getJSON GETs url with client and decodes the answer into v; it returns
+// the status.
+func getJSON(t *testing.T, client *http.Client, url string, v any) int {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if v != nil && resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, v); err != nil {
+			t.Fatalf("GET %s: %v in %s", url, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+// waitRegisteredTLS waits until the server at addr, reached with client,
+// resolves each pattern.
+func waitRegisteredTLS(t *testing.T, client *http.Client, addr string, patterns ...string) {
+	t.Helper()
+	for _, p := range patterns {
+		eventually(t, p+" is registered", func() bool {
+			resp, err := client.Get("https://" + addr + "/resolve?pattern=" + url.QueryEscape(p))
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var res struct{ Pattern string }
+			return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&res) == nil && res.Pattern == p
+		})
+	}
+}
+
+// handshakes counts the full TLS handshakes a serving configuration makes.
+func handshakes(c *tls.Config, n *atomic.Int64) *tls.Config {
+	c = c.Clone()
+	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		n.Add(1)
+		return nil, nil
+	}
+	return c
+}
+
+// TestTLSEveryHop: with TLS and client certificates required everywhere,
+// registrations, messages through the server, /resolve and direct Act
+// calls all work; every listener speaks TLS only, so none of them went
+// in plaintext. The instances are registered as TLS, and warm
+// connections make no handshake per call.
+func TestTLSEveryHop(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t, "fleet")
+	serverCert, sumCert, callerCert, clientCert := ca.issue(t, "nano-server"), ca.issue(t, "sum"), ca.issue(t, "caller"), ca.issue(t, "client")
+	var serverHandshakes, serviceHandshakes atomic.Int64
+	_, server := startServer(t, nano.ServerOptions{
+		TLS:         handshakes(ca.serving(serverCert, true), &serverHandshakes),
+		UpstreamTLS: ca.calling(serverCert),
+	})
+	var sawTLS atomic.Value
+	_, _ = serveService(t, server, []func(*nano.ServiceOptions){func(o *nano.ServiceOptions) {
+		o.TLS = handshakes(ca.serving(sumCert, true), &serviceHandshakes)
+		o.ClientTLS = ca.calling(sumCert)
+	}}, func(svc *nano.Service) error {
+		return svc.HandleContext("role:math,cmd:sum", func(ctx context.Context, req *nano.Request) ([]byte, error) {
+			if req.TLS != nil && len(req.TLS.PeerCertificates) > 0 {
+				sawTLS.Store(req.TLS.PeerCertificates[0].Subject.CommonName)
+			}
+			return sum(req.Body)
+		})
+	})
+	admin := httpsClient(t, ca.calling(clientCert))
+	waitRegisteredTLS(t, admin, server, "role:math,cmd:sum")
+
+	var res struct {
+		Instances []struct {
+			ServiceAddress string
+			TLS            bool
+		}
+	}
+	if code := getJSON(t, admin, "https://"+server+"/resolve?pattern=role:math,cmd:sum", &res); code != 200 || len(res.Instances) != 1 || !res.Instances[0].TLS {
+		t.Fatalf("/resolve: %d %+v; want one instance marked TLS", code, res)
+	}
+
+	// A message through the server: client -> server -> service.
+	resp, err := admin.Post("https://"+server+"/", "application/json", strings.NewReader(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"Result":3`) {
+		t.Fatalf("through the server: %d %s", resp.StatusCode, body)
+	}
+	if who := sawTLS.Load(); who != "nano-server" {
+		t.Errorf("the service saw the certificate of %v on a routed message; want the server's", who)
+	}
+
+	// A service's Act: caller -> server (/resolve), then caller -> service.
+	caller, _ := startService(t, server, nil, func(o *nano.ServiceOptions) {
+		o.TLS = ca.serving(callerCert, true)
+		o.ClientTLS = ca.calling(callerCert)
+	})
+	for i := range 20 {
+		answer, err := caller.Act([]byte(fmt.Sprintf(`{"Pattern":"role:math,cmd:sum","Left":%d,"Right":1}`, i)), "role:math,cmd:sum")
+		if err != nil || string(answer) != fmt.Sprintf(`{"Result":%d}`, i+1) {
+			t.Fatalf("Act %d: %s, %v", i, answer, err)
+		}
+	}
+	if who := sawTLS.Load(); who != "caller" {
+		t.Errorf("the service saw the certificate of %v on a direct Act; want the caller's", who)
+	}
+
+	// A Client through the server only (no peer cache), then warm: no
+	// handshake per call.
+	client, err := nano.NewClient(nano.ClientOptions{Server: server, TLS: ca.calling(clientCert), PeerTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := client.Act([]byte(`{"Pattern":"role:math,cmd:sum","Left":1}`), "role:math,cmd:sum"); err != nil {
+		t.Fatal(err)
+	}
+	beforeServer, beforeService := serverHandshakes.Load(), serviceHandshakes.Load()
+	for range 50 {
+		if _, err := client.Act([]byte(`{"Pattern":"role:math,cmd:sum","Left":1}`), "role:math,cmd:sum"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := caller.Act([]byte(`{"Pattern":"role:math,cmd:sum","Left":1}`), "role:math,cmd:sum"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, m := serverHandshakes.Load()-beforeServer, serviceHandshakes.Load()-beforeService; n > 0 || m > 0 {
+		t.Errorf("100 warm calls made %d handshakes at the server and %d at the service; want none", n, m)
+	}
+}
+
+// TestTLSRefusals: where TLS is required, plaintext gets nowhere; a peer
+// whose certificate another authority signed, or that has none where one
+// is required, is refused on every hop, and a service refused that way is
+// not registered.
+func TestTLSRefusals(t *testing.T) {
+	t.Parallel()
+	ca, other := newTestCA(t, "fleet"), newTestCA(t, "other")
+	serverCert, sumCert, clientCert, strangerCert := ca.issue(t, "nano-server"), ca.issue(t, "sum"), ca.issue(t, "client"), other.issue(t, "stranger")
+	_, server := startServer(t, nano.ServerOptions{TLS: ca.serving(serverCert, true), UpstreamTLS: ca.calling(serverCert)})
+	var calls atomic.Int64
+	count := func(b []byte) ([]byte, error) { calls.Add(1); return sum(b) }
+	startService(t, server, map[string]nano.HandlerFunc{"role:math,cmd:sum": count}, func(o *nano.ServiceOptions) {
+		o.TLS, o.ClientTLS = ca.serving(sumCert, true), ca.calling(sumCert)
+	})
+	admin := httpsClient(t, ca.calling(clientCert))
+	waitRegisteredTLS(t, admin, server, "role:math,cmd:sum")
+	msg := []byte(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":2}`)
+
+	t.Run("plaintext", func(t *testing.T) {
+		// net/http answers a plaintext request on a TLS port with 400.
+		if code, body := post(t, "http://"+server+"/", string(msg)); code != http.StatusBadRequest {
+			t.Errorf("plain HTTP to the TLS server: %d %s", code, body)
+		}
+		plain, err := nano.NewClient(nano.ClientOptions{Server: server, PeerTTL: -1, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer plain.Close()
+		if answer, err := plain.Act(msg, "role:math,cmd:sum"); err == nil {
+			t.Errorf("a plaintext client's Act got %s", answer)
+		}
+		// A plaintext service cannot register.
+		startService(t, server, map[string]nano.HandlerFunc{"role:plain": sum})
+		time.Sleep(300 * time.Millisecond)
+		if code := getJSON(t, admin, "https://"+server+"/resolve?pattern=role:plain", nil); code != http.StatusNotFound {
+			t.Errorf("a plaintext service's pattern resolves: %d", code)
+		}
+	})
+
+	t.Run("no client certificate", func(t *testing.T) {
+		anonymous, err := nano.NewClient(nano.ClientOptions{Server: server, TLS: ca.calling(leaf{}), PeerTTL: -1, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer anonymous.Close()
+		if answer, err := anonymous.Act(msg, "role:math,cmd:sum"); err == nil {
+			t.Errorf("a client without a certificate got %s", answer)
+		}
+	})
+
+	t.Run("wrong authority", func(t *testing.T) {
+		// A client that trusts another authority refuses the server.
+		misled, err := nano.NewClient(nano.ClientOptions{Server: server, TLS: other.calling(clientCert), PeerTTL: -1, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer misled.Close()
+		if answer, err := misled.Act(msg, "role:math,cmd:sum"); err == nil {
+			t.Errorf("a client trusting another authority got %s", answer)
+		}
+		// A service whose certificate another authority signed cannot
+		// register.
+		startService(t, server, map[string]nano.HandlerFunc{"role:stranger": sum}, func(o *nano.ServiceOptions) {
+			o.TLS, o.ClientTLS = other.serving(strangerCert, false), ca.calling(strangerCert)
+		})
+		// A server that trusts another authority refuses the service.
+		_, doubting := startServer(t, nano.ServerOptions{TLS: ca.serving(serverCert, false), UpstreamTLS: other.calling(serverCert)})
+		startService(t, doubting, map[string]nano.HandlerFunc{"role:doubted": count}, func(o *nano.ServiceOptions) {
+			o.TLS, o.ClientTLS = ca.serving(sumCert, false), ca.calling(sumCert)
+		})
+		waitRegisteredTLS(t, admin, doubting, "role:doubted")
+		before := calls.Load()
+		resp, err := admin.Post("https://"+doubting+"/", "application/json", strings.NewReader(`{"Pattern":"role:doubted","Left":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 500 || calls.Load() != before {
+			t.Errorf("a server trusting another authority reached the service: %d %s", resp.StatusCode, body)
+		}
+		if code := getJSON(t, admin, "https://"+server+"/resolve?pattern=role:stranger", nil); code != http.StatusNotFound {
+			t.Errorf("a service of another authority is registered: %d", code)
+		}
+	})
+
+	// The legitimate caller still gets through, and only its calls
+	// reached the handler.
+	before := calls.Load()
+	resp, err := admin.Post("https://"+server+"/", "application/json", strings.NewReader(string(msg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || calls.Load() != before+1 {
+		t.Errorf("the fleet's own client: %d, %d calls", resp.StatusCode, calls.Load()-before)
+	}
+}
+
+// TestIdentities: a server with Identities takes from each certificate
+// identity the registrations of its own patterns only; the others are
+// answered 403 with a JSON error, logged and counted, and leave the
+// registry (in Redis) as it was. Deregistrations follow the same rule.
+func TestIdentities(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t, "fleet")
+	serverCert := ca.issue(t, "nano-server")
+	sumCert := ca.issue(t, "spiffe://fleet.test/ns/math/sa/sum")
+	stockCert := ca.issue(t, "stock.fleet.test")
+	nobodyCert := ca.issue(t, "spiffe://fleet.test/ns/x/sa/nobody")
+	logs := &logRecords{}
+	opts := redisOptions(t, testRedis)
+	opts.TLS = ca.serving(serverCert, true)
+	opts.UpstreamTLS = ca.calling(serverCert)
+	opts.Logger = slog.New(logs)
+	opts.Identities = nano.Identities{
+		"spiffe://fleet.test/ns/math/sa/sum": {"role:math,cmd:sum"},
+		"stock.fleet.test":                   {"role:stock"},
+	}
+	_, server := startServer(t, opts)
+	sumSvc, _ := startService(t, server, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum}, func(o *nano.ServiceOptions) {
+		o.TLS, o.ClientTLS = ca.serving(sumCert, false), ca.calling(sumCert)
+	})
+	waitRegisteredTLS(t, httpsClient(t, ca.calling(sumCert)), server, "role:math,cmd:sum")
+	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
+	defer rdb.Close()
+	state := registryState(t, rdb, opts.KeyPrefix)
+
+	send := func(cert leaf, path, pattern, addr string) (int, string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"Pattern":%q,"ServiceAddress":%q,"TLS":true}`, pattern, addr)
+		req, _ := http.NewRequest(http.MethodPost, "https://"+server+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json")
+		resp, err := httpsClient(t, ca.calling(cert)).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	sumAddr := listedAddress(t, httpsClient(t, ca.calling(sumCert)), server, "role:math,cmd:sum")
+	refusals := []struct {
+		name               string
+		cert               leaf
+		path, pattern, who string
+	}{
+		{"another identity's pattern", sumCert, "/register", "role:stock,cmd:reserve", "spiffe://fleet.test/ns/math/sa/sum"},
+		{"a longer field is not a prefix", stockCert, "/register", "role:stockroom", "stock.fleet.test"},
+		{"a pattern under no identity", stockCert, "/register", "role:math", "stock.fleet.test"},
+		{"an identity not listed", nobodyCert, "/register", "role:math,cmd:sum", "nobody"},
+		{"deregistering another's instance", stockCert, "/deregister", "role:math,cmd:sum", "stock.fleet.test"},
+	}
+	for _, r := range refusals {
+		code, body := send(r.cert, r.path, r.pattern, sumAddr)
+		var e struct{ Error string }
+		if code != http.StatusForbidden || json.Unmarshal([]byte(body), &e) != nil || !strings.Contains(e.Error, r.who) {
+			t.Errorf("%s: %d %s; want 403 with a JSON error naming %s", r.name, code, body, r.who)
+		}
+	}
+	if got := registryState(t, rdb, opts.KeyPrefix); got != state {
+		t.Errorf("refused requests changed the registry:\n%s\nwas:\n%s", got, state)
+	}
+	if n := len(logs.matching("registration refused")); n < len(refusals) {
+		t.Errorf("%d refusals logged; want %d", n, len(refusals))
+	}
+	resp, err := httpsClient(t, ca.calling(sumCert)).Get("https://" + server + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf(`nano_registrations_refused_total{status="403"} %d`, len(refusals)); !strings.Contains(string(m), want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+
+	// What each identity may do, it does: a whole-field prefix covers
+	// the longer patterns.
+	if code, body := send(stockCert, "/register", "role:stock,cmd:reserve", sumAddr); code != http.StatusOK {
+		t.Errorf("stock registering its own pattern: %d %s", code, body)
+	}
+	if code, body := send(stockCert, "/deregister", "role:stock,cmd:reserve", sumAddr); code != http.StatusOK {
+		t.Errorf("stock deregistering its own pattern: %d %s", code, body)
+	}
+	// A service refused for good says so.
+	if err := sumSvc.Handle("role:admin", sum); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the service reports the refusal", func() bool {
+		resp, err := httpsClient(t, ca.calling(sumCert)).Get("https://" + sumAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "role:admin")
+	})
+	if code := getJSON(t, httpsClient(t, ca.calling(sumCert)), "https://"+server+"/resolve?pattern=role:admin", nil); code != http.StatusNotFound {
+		t.Errorf("role:admin resolves: %d", code)
+	}
+}
+
+// listedAddress returns the address of the first instance the server at
+// addr resolves pattern to.
+func listedAddress(t *testing.T, client *http.Client, addr, pattern string) string {
+	t.Helper()
+	var res struct {
+		Instances []struct{ ServiceAddress string }
+	}
+	if code := getJSON(t, client, "https://"+addr+"/resolve?pattern="+url.QueryEscape(pattern), &res); code != 200 || len(res.Instances) == 0 {
+		t.Fatalf("/resolve %s: %d %+v", pattern, code, res)
+	}
+	return res.Instances[0].ServiceAddress
+}
