@@ -17,7 +17,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -493,4 +496,112 @@ func listedAddress(t *testing.T, client *http.Client, addr, pattern string) stri
 		t.Fatalf("/resolve %s: %d %+v", pattern, code, res)
 	}
 	return res.Instances[0].ServiceAddress
+}
+
+// TestTLSRotationUnderLoad: the server and a service read their
+// certificates from files; new certificates written over them (the key
+// first, so that for a moment the pair does not match) are presented to
+// new connections within seconds, without a restart, while clients making
+// new connections all along see no failed call.
+func TestTLSRotationUnderLoad(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t, "fleet")
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	write := func(name string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(path(name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install := func(name string, l leaf) {
+		write(name+".key", l.keyPEM)
+		write(name+".crt", l.certPEM)
+	}
+	write("ca.crt", ca.pem)
+	install("server", ca.issue(t, "nano-server"))
+	install("sum", ca.issue(t, "sum"))
+	clientCert := ca.issue(t, "client")
+	files := func(name string) *nano.TLSFiles {
+		f, err := nano.LoadTLSFiles(path(name+".crt"), path(name+".key"), path("ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	serverFiles, sumFiles := files("server"), files("sum")
+	_, server := startServer(t, nano.ServerOptions{TLS: serverFiles.ServerConfig(true), UpstreamTLS: serverFiles.ClientConfig()})
+	_, sumAddr := startService(t, server, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum}, func(o *nano.ServiceOptions) {
+		o.TLS, o.ClientTLS = sumFiles.ServerConfig(true), sumFiles.ClientConfig()
+	})
+	waitRegisteredTLS(t, httpsClient(t, ca.calling(clientCert)), server, "role:math,cmd:sum")
+
+	// presented returns the serial number of the certificate a new
+	// connection to addr is shown.
+	presented := func(addr string) int64 {
+		conn, err := tls.Dial("tcp", addr, ca.calling(clientCert))
+		if err != nil {
+			t.Errorf("dial %s: %v", addr, err)
+			return 0
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+
+	// Clients through the server and clients calling the service
+	// directly, each replaced after a few calls, so that new connections
+	// and handshakes go on during the rotation.
+	stop := make(chan struct{})
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			peerTTL := time.Duration(-1)
+			if i%2 == 1 {
+				peerTTL = time.Minute
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := nano.NewClient(nano.ClientOptions{Server: server, TLS: ca.calling(clientCert), PeerTTL: peerTTL})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for range 5 {
+					if _, err := c.Act([]byte(`{"Pattern":"role:math,cmd:sum","Left":1,"Right":1}`), "role:math,cmd:sum"); err != nil {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+					} else {
+						ok.Add(1)
+					}
+				}
+				c.Close()
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	newServer, newSum := ca.issue(t, "nano-server"), ca.issue(t, "sum")
+	install("server", newServer)
+	install("sum", newSum)
+	eventually(t, "the server presents its new certificate", func() bool { return presented(server) == newServer.serial })
+	eventually(t, "the service presents its new certificate", func() bool { return presented(sumAddr) == newSum.serial })
+	before := ok.Load()
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d calls failed during the rotation; the first: %v", n, n+ok.Load(), firstErr.Load())
+	}
+	if ok.Load() == before {
+		t.Error("no call succeeded after the rotation")
+	}
+	t.Logf("%d calls, %d after both new certificates were seen", ok.Load(), ok.Load()-before)
+	if err := serverFiles.Err(); err != nil {
+		t.Errorf("the server's files: %v", err)
+	}
 }
