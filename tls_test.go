@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -604,4 +606,92 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	if err := serverFiles.Err(); err != nil {
 		t.Errorf("the server's files: %v", err)
 	}
+}
+
+// TestNanoServerTLS: nano-server takes its certificate, key, CA bundle,
+// the requirement of client certificates and the identities from flags,
+// and a service made by the original API's NewService takes its own from
+// the environment (NANO_TLS_CERT, NANO_TLS_KEY, NANO_TLS_CA): the service
+// registers over mutual TLS, as TLS, under the identity the file allows,
+// and messages reach it through the server. Bad TLS settings stop the
+// program with status 2 and a message naming the flag.
+func TestNanoServerTLS(t *testing.T) {
+	t.Parallel()
+	bin := buildProgram(t, ".", "./cmd/nano-server")
+	ca := newTestCA(t, "fleet")
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	for name, data := range map[string][]byte{"ca.crt": ca.pem, "identities.json": []byte(`{"env.fleet.test": ["role:env"]}`)} {
+		if err := os.WriteFile(path(name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, l := range map[string]leaf{"server": ca.issue(t, "nano-server"), "env": ca.issue(t, "env.fleet.test")} {
+		if err := os.WriteFile(path(name+".crt"), l.certPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path(name+".key"), l.keyPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := fmt.Sprintf("127.0.0.1:%d", port)
+	p := startProgramArgs(t, bin, []string{"-host", "127.0.0.1", "-port", fmt.Sprint(port),
+		"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-ca", path("ca.crt"),
+		"-tls-client-certs", "-identities", path("identities.json")})
+	p.waitOutput(t, "listening")
+	if !strings.Contains(p.out.String(), "tls=true") {
+		t.Errorf("the startup line does not say TLS:\n%s", p.out.String())
+	}
+	startProgram(t, os.Args[0], childVar+"=env-service", "NANO_SERVER_ADDRESS=127.0.0.1", fmt.Sprintf("NANO_TEST_SERVER_PORT=%d", port),
+		"NANO_TLS_CERT="+path("env.crt"), "NANO_TLS_KEY="+path("env.key"), "NANO_TLS_CA="+path("ca.crt")).waitOutput(t, "listening ")
+	client := httpsClient(t, ca.calling(ca.issue(t, "client")))
+	waitRegisteredTLS(t, client, server, "role:env")
+	var res struct{ Instances []struct{ TLS bool } }
+	if code := getJSON(t, client, "https://"+server+"/resolve?pattern=role:env", &res); code != 200 || len(res.Instances) != 1 || !res.Instances[0].TLS {
+		t.Errorf("/resolve role:env: %d %+v; want one TLS instance", code, res)
+	}
+	resp, err := client.Post("https://"+server+"/", "application/json", strings.NewReader(`{"Pattern":"role:env"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(resp); resp.StatusCode != 200 || body != `{"ID":"env"}` {
+		t.Errorf("through the server: %d %s", resp.StatusCode, body)
+	}
+	// Plaintext gets net/http's 400 for a plaintext request on a TLS port.
+	if resp, err := http.Get("http://" + server + "/healthz"); err == nil {
+		if body := readAll(resp); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("plaintext /healthz: %d %s", resp.StatusCode, body)
+		}
+	}
+
+	t.Run("bad configuration", func(t *testing.T) {
+		for _, c := range []struct {
+			args  []string
+			names string
+		}{
+			{[]string{"-tls-cert", path("missing.crt"), "-tls-key", path("server.key")}, "-tls-cert"},
+			{[]string{"-tls-cert", path("server.crt")}, "-tls-cert"},
+			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("env.key")}, "-tls-cert"},
+			{[]string{"-tls-client-certs"}, "-tls-client-certs"},
+			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-client-certs"}, "-tls-ca"},
+			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-ca", path("ca.crt"), "-identities", path("identities.json")}, "-tls-client-certs"},
+			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-ca", path("ca.crt"), "-tls-client-certs", "-identities", path("ca.crt")}, "-identities"},
+		} {
+			p := startProgramArgs(t, bin, append([]string{"-port", "0"}, c.args...))
+			select {
+			case err := <-p.done:
+				p.done <- err
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(p.out.String(), c.names) {
+					t.Errorf("%q: exit %v with output %q; want status 2 and a message naming %s", c.args, err, p.out.String(), c.names)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%q: still running with a bad configuration", c.args)
+			}
+		}
+	})
 }
