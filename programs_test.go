@@ -95,6 +95,39 @@ func TestLoadtestExample(t *testing.T) {
 	}
 }
 
+// TestLoadtestExampleTLS runs the load benchmark briefly over TLS: it
+// writes the certificates a proxy beside it would use, and every path
+// answers.
+func TestLoadtestExampleTLS(t *testing.T) {
+	t.Parallel()
+	bin := buildProgram(t, ".", "./_examples/loadtest")
+	dir := t.TempDir()
+	p := startProgramArgs(t, bin, []string{"-tls", dir, "-d", "300ms", "-warmup", "100ms", "-c", "4"})
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("loadtest -tls: %v\n%s", err, p.out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("loadtest -tls still running after a minute:\n%s", p.out.String())
+	}
+	out := p.out.String()
+	for _, want := range []string{"direct ", "server ", "act "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "revproxy ") || !strings.Contains(out, "       0  0.0/0.0/0.0") {
+		t.Errorf("want the TLS paths only, without errors or new connections:\n%s", out)
+	}
+	for _, name := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // TestFleetExample runs the fleet benchmark briefly and checks that it
 // reports a line per configuration and stops by itself.
 func TestFleetExample(t *testing.T) {

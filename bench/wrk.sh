@@ -41,13 +41,18 @@
 #   ROUNDS=1 D=3s C=64 OUT=runs.txt bench/wrk.sh
 #   ORIGINAL=../go-nano-original bench/wrk.sh  # adds the original's server
 #   TRANSPORT=std bench/wrk.sh                 # server and services call through http.Transport
+#   TLS=1 bench/wrk.sh                         # every hop over TLS: direct, nginx, server, act
 #
 # Environment: D (wrk duration, 5s), C (connections, 32), ROUNDS (3),
 # WARMUP (unmeasured wrk run per path before round 1, 1s; 0 skips it),
 # OUT (a file to write the raw per-round lines to), ORIGINAL (see above),
 # TRANSPORT (pool, the library's default, or std: what carries the calls
 # of the loadtest's server and services; the bare path always uses the
-# pool).
+# pool), TLS (1: wrk speaks TLS to each path's front, and every hop behind
+# it is TLS too: the loadtest's server and services, and nginx's upstream,
+# kept alive with its TLS sessions reused, checking the sum service's
+# certificate against the loadtest's CA; the revproxy, bare and original
+# paths are left out).
 #
 # Needs Linux (for /proc), wrk, curl and Go; nginx is optional (apt-get
 # install wrk nginx curl); the original path needs redis-server and the Go
@@ -56,7 +61,7 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 D=${D:-5s} C=${C:-32} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-1s}
-OUT=${OUT:-} ORIGINAL=${ORIGINAL:-} TRANSPORT=${TRANSPORT:-pool}
+OUT=${OUT:-} ORIGINAL=${ORIGINAL:-} TRANSPORT=${TRANSPORT:-pool} TLS=${TLS:-}
 lua=bench/post.lua
 
 fail() {
@@ -69,6 +74,8 @@ for tool in wrk curl go; do
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS must be a positive number, not '$ROUNDS'"
 [[ $C =~ ^[1-9][0-9]*$ ]] || fail "C must be a positive number, not '$C'"
+[[ -z $TLS || $TLS == 1 ]] || fail "TLS must be 1 or empty, not '$TLS'"
+[[ -z $TLS || -z $ORIGINAL ]] || fail "the original's server has no TLS: give TLS or ORIGINAL, not both"
 [[ -r /proc/self/stat ]] || fail "cannot read /proc/self/stat: the CPU figures need Linux's /proc"
 clk_tck=$(getconf CLK_TCK)
 [[ $clk_tck =~ ^[1-9][0-9]*$ ]] || fail "getconf CLK_TCK printed '$clk_tck', not a number of ticks per second"
@@ -125,7 +132,7 @@ wait_port() {
 check() {
   local name=$1 url=$2 body=$3 code
   for _ in $(seq 50); do
-    code=$(curl -sS -o "$work/answer" -w '%{http_code}' --max-time 5 -X POST \
+    code=$(curl -sS ${TLS:+--cacert "$work/tls/ca.crt"} -o "$work/answer" -w '%{http_code}' --max-time 5 -X POST \
       -H 'Content-Type: application/json' --data-binary "$body" "$url" 2>"$work/curl.err") || code=000
     [[ $code == 200 ]] && return
     sleep 0.1
@@ -152,20 +159,31 @@ fi
 
 go build -o "$work/loadtest" ./_examples/loadtest
 : >"$work/loadtest.out" # before the background job opens it, for the loop below
-"$work/loadtest" -serve -transport "$TRANSPORT" >"$work/loadtest.out" 2>"$work/loadtest.err" &
+tls_args=()
+scheme=http
+if [[ -n $TLS ]]; then
+  mkdir -p "$work/tls"
+  tls_args=(-tls "$work/tls")
+  scheme=https
+fi
+"$work/loadtest" -serve -transport "$TRANSPORT" "${tls_args[@]}" >"$work/loadtest.out" 2>"$work/loadtest.err" &
 loadtest=$!
 pids+=("$loadtest")
+want_lines=5
+[[ -z $TLS ]] || want_lines=3
 for _ in $(seq 200); do
-  [[ $(wc -l <"$work/loadtest.out") -ge 5 ]] && break
+  [[ $(wc -l <"$work/loadtest.out") -ge $want_lines ]] && break
   kill -0 "$loadtest" 2>/dev/null || { cat "$work/loadtest.err" >&2; fail "the loadtest stopped early (log above)"; }
   sleep 0.1
 done
-[[ $(wc -l <"$work/loadtest.out") -ge 5 ]] || fail "the loadtest printed no URLs after 20 s"
+[[ $(wc -l <"$work/loadtest.out") -ge $want_lines ]] || fail "the loadtest printed no URLs after 20 s"
 served() { awk -v p="$1" -v f="$2" '$1 == p { print $f }' "$work/loadtest.out"; }
-for p in direct revproxy bare server act; do
+front_paths=(direct revproxy bare server act)
+[[ -z $TLS ]] || front_paths=(direct server act)
+for p in "${front_paths[@]}"; do
   [[ -n $(served "$p" 2) ]] || fail "the loadtest printed no URL for $p"
 done
-sum_port=$(served direct 2 | sed -E 's|^http://127\.0\.0\.1:([0-9]+)/$|\1|')
+sum_port=$(served direct 2 | sed -E 's|^https?://127\.0\.0\.1:([0-9]+)/$|\1|')
 [[ $sum_port =~ ^[0-9]+$ ]] || fail "cannot read the sum service's port from $(served direct 2)"
 sum_msg=$(served direct 3)
 
@@ -191,8 +209,22 @@ http {
   keepalive_requests 1000000;
   upstream sum { server 127.0.0.1:$sum_port; keepalive 64; keepalive_requests 1000000; }
   server {
+$(if [[ -n $TLS ]]; then cat <<TLSCONF
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $work/tls/tls.crt;
+    ssl_certificate_key $work/tls/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass https://sum; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_verify on; proxy_ssl_trusted_certificate $work/tls/ca.crt;
+      proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_session_reuse on;
+    }
+TLSCONF
+else cat <<PLAINCONF
     listen 127.0.0.1:$port;
     location / { proxy_pass http://sum; proxy_http_version 1.1; proxy_set_header Connection ""; }
+PLAINCONF
+fi)
   }
 }
 CONF
@@ -200,13 +232,15 @@ CONF
   nginx_pid=$!
   pids+=("$nginx_pid")
   wait_port "$port" "$nginx_pid" "$ngx/stderr" "$ngx/error.log"
-  add_path nginx "http://127.0.0.1:$port/" "$sum_msg"
+  add_path nginx "$scheme://127.0.0.1:$port/" "$sum_msg"
 else
   notes+=("nginx: skipped, nginx is not installed (apt-get install nginx)")
 fi
 
-add_path revproxy "$(served revproxy 2)" "$(served revproxy 3)"
-add_path bare "$(served bare 2)" "$(served bare 3)"
+if [[ -z $TLS ]]; then
+  add_path revproxy "$(served revproxy 2)" "$(served revproxy 3)"
+  add_path bare "$(served bare 2)" "$(served bare 3)"
+fi
 add_path server "$(served server 2)" "$(served server 3)"
 add_path act "$(served act 2)" "$(served act 3)"
 
@@ -214,7 +248,9 @@ add_path act "$(served act 2)" "$(served act 3)"
 # the checkout in ORIGINAL, outside this tree, with its own redis-server.
 # It listens on every interface (its Listen takes only a port); all traffic
 # here stays on loopback.
-if [[ -n $ORIGINAL ]]; then
+if [[ -n $TLS ]]; then
+  notes+=("original: skipped, it has no TLS")
+elif [[ -n $ORIGINAL ]]; then
   command -v redis-server >/dev/null || fail "ORIGINAL is set but redis-server is not installed"
   ORIGINAL=$(cd "$ORIGINAL" && pwd) || fail "ORIGINAL: no such directory"
   grep -q '^module github.com/domWinter/go-nano$' "$ORIGINAL/go.mod" 2>/dev/null ||
@@ -364,6 +400,7 @@ header=(
   "go       $(go version)"
   "nproc    $(nproc)"
   "calls    $TRANSPORT (what the loadtest's server and services send through)"
+  "tls      $(if [[ -n $TLS ]]; then echo "every hop (wrk to the front, and every proxy and service behind it)"; else echo none; fi)"
   "cpu      user+system time of the processes serving each path, from /proc/PID/stat at $clk_tck ticks/s"
   "wrk      BODY=<message> wrk -t1 -c$C -d$D -s $lua <url>; $ROUNDS round(s), interleaved, after a $WARMUP warm-up per path"
 )

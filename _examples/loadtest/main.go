@@ -24,11 +24,19 @@
 // generator such as wrk (bench/wrk.sh drives it). On SIGUSR1, and once more
 // when it stops, it prints how many connections each listener has accepted
 // so far, as one line: "accepted act=N bare=N revproxy=N server=N sum=N".
+//
+// With -tls DIR every hop of the direct, server and act paths speaks TLS
+// (the revproxy and bare paths are left out): the loadtest makes a
+// certificate authority and a certificate for 127.0.0.1 and localhost,
+// which the server and the services serve with and check each other's
+// against, and writes them to DIR as ca.crt, tls.crt and tls.key, for a
+// TLS proxy measured beside it (bench/wrk.sh with TLS=1).
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -61,6 +69,7 @@ func main() {
 	rounds := flag.Int("rounds", 1, "rounds over the paths")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	transport := flag.String("transport", "pool", "what carries the server's and the services' calls: pool (the library's default) or std (a tuned http.Transport), to compare the two")
+	tlsDir := flag.String("tls", "", "serve and call over TLS, with certificates made at start and written to this folder; only the direct, server and act paths")
 	serve := flag.Bool("serve", false, "start the system, print one line per path (name, URL, body) and serve until interrupted, for an outside load generator such as wrk")
 	flag.Parse()
 	switch *transport {
@@ -86,6 +95,13 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	if *tlsDir != "" {
+		var err error
+		if serving, calling, err = makeCerts(*tlsDir); err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest: -tls:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(*d, *warmup, *conns, *rounds, *serve); err != nil {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		pprof.StopCPUProfile()
@@ -96,6 +112,18 @@ func main() {
 // calls carries the calls of the server and the services; nil means the
 // library's default.
 var calls http.RoundTripper
+
+// serving and calling are the TLS configurations of every hop with -tls:
+// to serve with, and to call with. Nil means plain HTTP.
+var serving, calling *tls.Config
+
+// scheme is the scheme of the paths' URLs.
+func scheme() string {
+	if serving != nil {
+		return "https://"
+	}
+	return "http://"
+}
 
 // path is one way to reach the sum handler.
 type path struct {
@@ -123,7 +151,7 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 		return cl, nil
 	}
 
-	server, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: quiet, Transport: calls})
+	server, err := nano.NewServerWithOptions(nano.ServerOptions{Logger: quiet, Transport: calls, TLS: serving, UpstreamTLS: calling})
 	if err != nil {
 		return err
 	}
@@ -152,30 +180,37 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 	if err != nil {
 		return err
 	}
-	revproxy, revproxyAddr, err := startRevproxy(listen, sumAddr)
-	if err != nil {
-		return err
-	}
-	bare, bareAddr, err := startBare(listen, sumAddr)
-	if err != nil {
-		return err
+	var revproxy, bare *http.Server
+	var revproxyAddr, bareAddr string
+	if serving == nil {
+		if revproxy, revproxyAddr, err = startRevproxy(listen, sumAddr); err != nil {
+			return err
+		}
+		if bare, bareAddr, err = startBare(listen, sumAddr); err != nil {
+			return err
+		}
 	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		bare.Shutdown(ctx)
-		revproxy.Shutdown(ctx)
+		if serving == nil {
+			bare.Shutdown(ctx)
+			revproxy.Shutdown(ctx)
+		}
 		actor.Shutdown(ctx)
 		sum.Shutdown(ctx)
 		server.Shutdown(ctx)
 	}()
 
 	paths := []path{
-		{"direct", "http://" + sumAddr + "/", string(sumMsg)},
+		{"direct", scheme() + sumAddr + "/", string(sumMsg)},
 		{"revproxy", "http://" + revproxyAddr + "/", string(sumMsg)},
 		{"bare", "http://" + bareAddr + "/", string(sumMsg)},
-		{"server", "http://" + serverAddr + "/", string(sumMsg)},
-		{"act", "http://" + actAddr + "/", `{"Pattern":"role:bench,cmd:act"}`},
+		{"server", scheme() + serverAddr + "/", string(sumMsg)},
+		{"act", scheme() + actAddr + "/", `{"Pattern":"role:bench,cmd:act"}`},
+	}
+	if serving != nil {
+		paths = slices.DeleteFunc(paths, func(p path) bool { return p.name == "revproxy" || p.name == "bare" })
 	}
 	for _, p := range paths {
 		if err := waitOK(p); err != nil {
@@ -221,7 +256,7 @@ func run(d, warmup time.Duration, conns, rounds int, serve bool) error {
 
 // startService serves one handler on a counted loopback listener.
 func startService(serverAddr string, log *slog.Logger, listen func(string) (*countingListener, error), name, pattern string, h nano.HandlerFunc) (*nano.Service, string, error) {
-	svc, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "127.0.0.1:0", Server: serverAddr, Logger: log, Transport: calls})
+	svc, err := nano.NewServiceWithOptions(nano.ServiceOptions{Addr: "127.0.0.1:0", Server: serverAddr, Logger: log, Transport: calls, TLS: serving, ClientTLS: calling})
 	if err != nil {
 		return nil, "", err
 	}
@@ -325,7 +360,7 @@ func printAccepted(listeners map[string]*countingListener) {
 // background.
 func waitOK(p path) error {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Post(p.url, "application/json", strings.NewReader(p.body))
+		resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: calling}}).Post(p.url, "application/json", strings.NewReader(p.body))
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -351,7 +386,7 @@ func measure(p path, d, warmup time.Duration, conns int, listeners map[string]*c
 	body := []byte(p.body)
 	for range conns {
 		wg.Go(func() {
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true, TLSClientConfig: calling}}
 			defer client.CloseIdleConnections()
 			mine := make([]time.Duration, 0, 1<<16)
 			bad := 0
