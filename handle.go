@@ -14,6 +14,30 @@ import (
 // pattern, runs it within the call's context, deadline and Observer,
 // counts it, and answers with the handler's bytes or its error.
 
+// HealthHandler returns a handler of the service's GET /healthz, /readyz
+// and /metrics alone (404 for any other path, 405 for other methods), for
+// a program to serve on a port of its own, in plain HTTP: where the
+// service requires client certificates, probes and metrics scrapers that
+// present none can still reach them there.
+func (s *Service) HealthHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeError(w, r, ErrMethodNotAllowed)
+			return
+		}
+		switch r.URL.Path {
+		case "/healthz":
+			writeAlive(w)
+		case "/readyz":
+			s.readyz(w, r)
+		case "/metrics":
+			s.metricsEndpoint(w)
+		default:
+			writeError(w, r, fmt.Errorf("%w: %s is not a health path", ErrNoService, r.URL.Path))
+		}
+	})
+}
+
 // serveHTTP is the service endpoint: it runs the handler of the longest
 // pattern matching the message and answers with its bytes, or with the
 // ServiceRequest envelope when the message asks for it.

@@ -506,6 +506,26 @@ func (s *Server) registryName() string {
 	return "redis " + strings.Join(s.opts.Redis.Addrs, ",")
 }
 
+// HealthHandler returns a handler of the server's GET /healthz, /readyz
+// and /metrics alone (404 for any other path), for a program to serve on a
+// port of its own, in plain HTTP: where the server requires client
+// certificates, probes and metrics scrapers that present none can still
+// reach them there. nano-server serves it with -health-port.
+func (s *Server) HealthHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz":
+			s.healthz(w, r)
+		case "/readyz":
+			s.readyz(w, r)
+		case "/metrics":
+			s.metricsEndpoint(w, r)
+		default:
+			writeError(w, r, fmt.Errorf("%w: %s is not a health path", ErrNoService, r.URL.Path))
+		}
+	})
+}
+
 // serveHTTP dispatches by path: the control endpoints of control.go, or a
 // message to proxy (proxy.go).
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {

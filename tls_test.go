@@ -611,22 +611,24 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 // TestNanoServerTLS: nano-server takes its certificate, key, CA bundle,
 // the requirement of client certificates and the identities from flags,
 // and a service made by the original API's NewService takes its own from
-// the environment (NANO_TLS_CERT, NANO_TLS_KEY, NANO_TLS_CA): the service
-// registers over mutual TLS, as TLS, under the identity the file allows,
-// and messages reach it through the server. Bad TLS settings stop the
-// program with status 2 and a message naming the flag.
+// the environment (NANO_TLS_CERT, NANO_TLS_KEY, NANO_TLS_CA), as does the
+// sum program of the container examples: the services register over
+// mutual TLS, as TLS, under the identities the file allows, and messages
+// reach them through the server. The health ports answer in plain HTTP.
+// Bad TLS settings stop the program with status 2 and a message naming
+// the flag.
 func TestNanoServerTLS(t *testing.T) {
 	t.Parallel()
 	bin := buildProgram(t, ".", "./cmd/nano-server")
 	ca := newTestCA(t, "fleet")
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name) }
-	for name, data := range map[string][]byte{"ca.crt": ca.pem, "identities.json": []byte(`{"env.fleet.test": ["role:env"]}`)} {
+	for name, data := range map[string][]byte{"ca.crt": ca.pem, "identities.json": []byte(`{"env.fleet.test": ["role:env"], "sum.fleet.test": ["role:math,cmd:sum"]}`)} {
 		if err := os.WriteFile(path(name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for name, l := range map[string]leaf{"server": ca.issue(t, "nano-server"), "env": ca.issue(t, "env.fleet.test")} {
+	for name, l := range map[string]leaf{"server": ca.issue(t, "nano-server"), "env": ca.issue(t, "env.fleet.test"), "sum": ca.issue(t, "sum.fleet.test")} {
 		if err := os.WriteFile(path(name+".crt"), l.certPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -638,8 +640,12 @@ func TestNanoServerTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	healthPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	server := fmt.Sprintf("127.0.0.1:%d", port)
-	p := startProgramArgs(t, bin, []string{"-host", "127.0.0.1", "-port", fmt.Sprint(port),
+	p := startProgramArgs(t, bin, []string{"-host", "127.0.0.1", "-port", fmt.Sprint(port), "-health-port", fmt.Sprint(healthPort),
 		"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-ca", path("ca.crt"),
 		"-tls-client-certs", "-identities", path("identities.json")})
 	p.waitOutput(t, "listening")
@@ -661,6 +667,42 @@ func TestNanoServerTLS(t *testing.T) {
 	if body := readAll(resp); resp.StatusCode != 200 || body != `{"ID":"env"}` {
 		t.Errorf("through the server: %d %s", resp.StatusCode, body)
 	}
+	// The sum program of the container examples, with its health port.
+	sumPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumHealth, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startProgram(t, buildProgram(t, ".", "./_examples/docker/sum"), "NANO_SERVER="+server, "NANO_SERVICE_ADDRESS=127.0.0.1",
+		fmt.Sprintf("NANO_SERVICE_PORT=%d", sumPort), fmt.Sprintf("NANO_HEALTH_PORT=%d", sumHealth),
+		"NANO_TLS_CERT="+path("sum.crt"), "NANO_TLS_KEY="+path("sum.key"), "NANO_TLS_CA="+path("ca.crt"), "NANO_TLS_CLIENT_CERTS=true")
+	waitRegisteredTLS(t, client, server, "role:math,cmd:sum")
+	resp, err = client.Post("https://"+server+"/", "application/json", strings.NewReader(`{"Pattern":"role:math,cmd:sum","Left":2,"Right":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(resp); resp.StatusCode != 200 || body != `{"Result":5}` {
+		t.Errorf("the sum program through the server: %d %s", resp.StatusCode, body)
+	}
+	// Its TLS port requires a certificate; its health port is plain.
+	if resp, err := httpsClient(t, ca.calling(leaf{})).Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", sumPort)); err == nil {
+		t.Errorf("the sum program answered a caller without a certificate: %d", resp.StatusCode)
+		resp.Body.Close()
+	}
+	for _, hp := range []int{healthPort, sumHealth} {
+		for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+			if code, body := do(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", hp, path), "", nil); code != 200 {
+				t.Errorf("health port %d: GET %s: %d %s", hp, path, code, body)
+			}
+		}
+		if code, _ := do(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/resolve?pattern=role:env", hp), "", nil); code != http.StatusNotFound {
+			t.Errorf("health port %d: /resolve answered %d; want 404", hp, code)
+		}
+	}
+
 	// Plaintext gets net/http's 400 for a plaintext request on a TLS port.
 	if resp, err := http.Get("http://" + server + "/healthz"); err == nil {
 		if body := readAll(resp); resp.StatusCode != http.StatusBadRequest {
@@ -677,6 +719,7 @@ func TestNanoServerTLS(t *testing.T) {
 			{[]string{"-tls-cert", path("server.crt")}, "-tls-cert"},
 			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("env.key")}, "-tls-cert"},
 			{[]string{"-tls-client-certs"}, "-tls-client-certs"},
+			{[]string{"-port", "7000", "-health-port", "7000"}, "-health-port"},
 			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-client-certs"}, "-tls-ca"},
 			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-ca", path("ca.crt"), "-identities", path("identities.json")}, "-tls-client-certs"},
 			{[]string{"-tls-cert", path("server.crt"), "-tls-key", path("server.key"), "-tls-ca", path("ca.crt"), "-tls-client-certs", "-identities", path("ca.crt")}, "-identities"},

@@ -8,11 +8,13 @@
 //	NANO_REDIS_ADDR=redis:6379 nano-server       # registry in Redis
 //	nano-server -redis 10.0.0.1:26379,10.0.0.2:26379 -redis-master mymaster   # Sentinel
 //	nano-server -redis 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000              # Cluster
+//	nano-server -tls-cert tls.crt -tls-key tls.key -tls-ca ca.crt \
+//	    -tls-client-certs -identities identities.json -health-port 9998       # mutual TLS
 //
-// Run nano-server -h for every flag. An empty variable counts as unset. "nano-server -check URL" exits with 0
-// if URL answers 200: the health check of a container image that has no
-// shell. It stops on SIGTERM or SIGINT: it
-// stops accepting, lets the requests under way finish (at most
+// Run nano-server -h for every flag. An empty variable counts as unset.
+// "nano-server -check URL" exits with 0 if URL answers 200: the health
+// check of a container image that has no shell. It stops on SIGTERM or
+// SIGINT: it stops accepting, lets the requests under way finish (at most
 // -shutdown-timeout), and exits with status 0.
 package main
 
@@ -73,7 +75,7 @@ func check(url string) int {
 
 // config is what the flags and the environment say.
 type config struct {
-	port                                   int
+	port, healthPort                       int
 	host                                   string
 	redisAddrs, redisMaster, redisPassword string
 	redisDB                                int
@@ -145,6 +147,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	port, _ := strconv.Atoi(defPort)
 	or := func(v any) string { return fmt.Sprintf("; 0 means %v", v) }
 	num(&c.port, "port", "NANO_PORT", port, "port to listen on")
+	num(&c.healthPort, "health-port", "NANO_HEALTH_PORT", 0, "also serve /healthz, /readyz and /metrics alone on this port, in plain HTTP, for probes and scrapers without a client certificate; 0 means not")
 	str(&c.host, "host", "NANO_HOST", "", "address to listen on; empty means all interfaces")
 	str(&c.redisAddrs, "redis", "NANO_REDIS_ADDR", "", "Redis host:port, or several separated by commas (Sentinel or Cluster); empty means the in-memory registry")
 	str(&c.redisMaster, "redis-master", "NANO_REDIS_MASTER", "", "Sentinel master name; -redis then lists the sentinels")
@@ -204,6 +207,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	errs = append(errs, c.loadTLS())
 	if c.port < 0 || c.port > 65535 {
 		errs = append(errs, fmt.Errorf("-port: %d is not a port", c.port))
+	}
+	if c.healthPort < 0 || c.healthPort > 65535 || c.healthPort != 0 && c.healthPort == c.port {
+		errs = append(errs, fmt.Errorf("-health-port: %d is not a port other than -port", c.healthPort))
 	}
 	if c.redisAddrs == "" {
 		for _, f := range []struct {
@@ -349,6 +355,24 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	served := make(chan error, 1)
+	if c.healthPort != 0 {
+		addr := net.JoinHostPort(c.host, strconv.Itoa(c.healthPort))
+		hl, err := net.Listen("tcp", addr)
+		if err != nil {
+			log.Error("nano-server: cannot listen for health", "addr", addr, "error", err)
+			srv.Shutdown(context.Background())
+			l.Close()
+			return 1
+		}
+		health := &http.Server{Handler: srv.HealthHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+		defer health.Close()
+		go func() {
+			if err := health.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				served <- err
+			}
+		}()
+		log.Info("nano-server: health listening", "addr", hl.Addr().String())
+	}
 	go func() { served <- srv.Serve(l) }()
 	select {
 	case err := <-served:

@@ -8,6 +8,13 @@
 //	                     address its hostname resolves to, as in a container)
 //	NANO_SERVICE_PORT    the port it listens on (default 8080)
 //	NANO_TOKEN           the server's registration token, if it has one
+//	NANO_TLS_CERT        PEM certificate to serve HTTPS with and to present
+//	NANO_TLS_KEY         its key (the two are read again when they change)
+//	NANO_TLS_CA          PEM bundle that signs the server's and peers'
+//	                     certificates; with it, the server is reached over HTTPS
+//	NANO_TLS_CLIENT_CERTS true: require from callers a certificate NANO_TLS_CA signed
+//	NANO_HEALTH_PORT     also serve /healthz, /readyz and /metrics in plain
+//	                     HTTP on this port (for probes without a certificate)
 //
 // It stops on SIGTERM or SIGINT: it deregisters, finishes the requests
 // under way and exits with 0. "sum -check URL" exits with 0 if URL
@@ -38,12 +45,17 @@ func main() {
 	if host == "" {
 		host = ownAddress()
 	}
-	svc, err := nano.NewServiceWithOptions(nano.ServiceOptions{
+	opts := nano.ServiceOptions{
 		Addr:   net.JoinHostPort(host, env("NANO_SERVICE_PORT", "8080")),
 		Server: env("NANO_SERVER", "nano-server:9999"),
 		Token:  os.Getenv("NANO_TOKEN"),
 		Logger: log,
-	})
+	}
+	if err := configureTLS(&opts); err != nil {
+		log.Error("sum: cannot start", "error", err)
+		os.Exit(2)
+	}
+	svc, err := nano.NewServiceWithOptions(opts)
 	if err != nil {
 		log.Error("sum: cannot start", "error", err)
 		os.Exit(2)
@@ -59,6 +71,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	served := make(chan error, 1)
+	if port := os.Getenv("NANO_HEALTH_PORT"); port != "" {
+		health := &http.Server{Addr: ":" + port, Handler: svc.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
+		defer health.Close()
+		go func() { served <- health.ListenAndServe() }()
+	}
 	go func() { served <- svc.ListenAndServe() }()
 	select {
 	case err := <-served:
@@ -88,6 +105,24 @@ func ownAddress() string {
 		}
 	}
 	return name
+}
+
+// configureTLS sets the TLS options from NANO_TLS_CERT, NANO_TLS_KEY,
+// NANO_TLS_CA and NANO_TLS_CLIENT_CERTS.
+func configureTLS(opts *nano.ServiceOptions) error {
+	cert, key, ca := os.Getenv("NANO_TLS_CERT"), os.Getenv("NANO_TLS_KEY"), os.Getenv("NANO_TLS_CA")
+	if cert == "" && key == "" && ca == "" {
+		return nil
+	}
+	files, err := nano.LoadTLSFiles(cert, key, ca)
+	if err != nil {
+		return err
+	}
+	if cert != "" {
+		opts.TLS = files.ServerConfig(os.Getenv("NANO_TLS_CLIENT_CERTS") == "true")
+	}
+	opts.ClientTLS = files.ClientConfig()
+	return nil
 }
 
 func env(name, def string) string {
