@@ -628,7 +628,7 @@ func TestNanoServerTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for name, l := range map[string]leaf{"server": ca.issue(t, "nano-server"), "env": ca.issue(t, "env.fleet.test"), "sum": ca.issue(t, "sum.fleet.test")} {
+	for name, l := range map[string]leaf{"server": ca.issue(t, "nano-server"), "env": ca.issue(t, "env.fleet.test"), "sum": ca.issue(t, "sum.fleet.test"), "client": ca.issue(t, "client")} {
 		if err := os.WriteFile(path(name+".crt"), l.certPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -700,6 +700,31 @@ func TestNanoServerTLS(t *testing.T) {
 		}
 		if code, _ := do(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/resolve?pattern=role:env", hp), "", nil); code != http.StatusNotFound {
 			t.Errorf("health port %d: /resolve answered %d; want 404", hp, code)
+		}
+	}
+
+	// nanoctl reaches it with the CA and a client certificate.
+	nanoctl := buildProgram(t, ".", "./cmd/nanoctl")
+	for _, c := range []struct {
+		args   []string
+		status int
+	}{
+		{[]string{"-tls-ca", path("ca.crt"), "-tls-cert", path("client.crt"), "-tls-key", path("client.key"), "ls"}, 0},
+		{[]string{"-tls-ca", path("ca.crt"), "ls"}, 1},
+		{[]string{"ls"}, 1},
+		{[]string{"-tls-cert", path("client.crt"), "-tls-key", path("client.key"), "ls"}, 2},
+	} {
+		cmd := exec.Command(nanoctl, append([]string{"-server", server}, c.args...)...)
+		cmd.Env = environWithout("NANO_")
+		out, err := cmd.CombinedOutput()
+		status := 0
+		if exit, ok := errors.AsType[*exec.ExitError](err); ok {
+			status = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if status != c.status || status == 0 && !strings.Contains(string(out), "role:math,cmd:sum") {
+			t.Errorf("nanoctl %q: status %d, %s; want status %d", c.args, status, out, c.status)
 		}
 	}
 

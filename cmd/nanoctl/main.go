@@ -8,6 +8,10 @@
 // The server is -server, or $NANO_SERVER_ADDRESS, or 127.0.0.1:9999; a
 // host without a port means port 9999. $NANO_TOKEN, when set, is sent as
 // the bearer token (GET /services needs it on a server that has one).
+// With -tls-ca (or $NANO_TLS_CA), the server is reached over HTTPS and its
+// certificate checked against that bundle; -tls-cert and -tls-key
+// ($NANO_TLS_CERT, $NANO_TLS_KEY) give the certificate to present to a
+// server that requires one.
 // Output is a table, or JSON with -json. The exit status is 0 when the
 // server answered 2xx (for health: ready), 1 when it did not or could not
 // be reached, 2 for a wrong command line.
@@ -15,6 +19,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -34,6 +40,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // cli is one run of the command.
 type cli struct {
 	server  string
+	scheme  string // "http" or "https"
 	token   string
 	json    bool
 	client  *http.Client
@@ -55,6 +62,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	server := fs.String("server", def, "the nano server, host[:port] ($NANO_SERVER_ADDRESS)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound of each request")
+	caFile := fs.String("tls-ca", os.Getenv("NANO_TLS_CA"), "PEM bundle that signs the server's certificate: reach it over HTTPS ($NANO_TLS_CA)")
+	certFile := fs.String("tls-cert", os.Getenv("NANO_TLS_CERT"), "PEM certificate to present to a server that requires one ($NANO_TLS_CERT)")
+	keyFile := fs.String("tls-key", os.Getenv("NANO_TLS_KEY"), "PEM key of -tls-cert ($NANO_TLS_KEY)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `usage: nanoctl [flags] command [arguments]
 
@@ -83,13 +93,23 @@ flags:
 		fmt.Fprintln(stderr, "nanoctl: -timeout must be above 0")
 		return 2
 	}
+	tlsConfig, err := loadTLS(*caFile, *certFile, *keyFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "nanoctl:", err)
+		return 2
+	}
 	c := &cli{
 		server: addr,
+		scheme: "http",
 		token:  os.Getenv("NANO_TOKEN"),
 		json:   *asJSON,
 		client: &http.Client{Timeout: *timeout},
 		out:    stdout,
 		errOut: stderr,
+	}
+	if tlsConfig != nil {
+		c.scheme = "https"
+		c.client.Transport = &http.Transport{TLSClientConfig: tlsConfig}
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -124,6 +144,32 @@ flags:
 	return 0
 }
 
+// loadTLS reads the TLS files of the flags; nil without any.
+func loadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if caFile == "" {
+		return nil, errors.New("-tls-cert and -tls-key need -tls-ca, the bundle that signs the server's certificate")
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-ca: %v", err)
+	}
+	c := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+	if !c.RootCAs.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("-tls-ca: %s holds no PEM certificate", caFile)
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-cert, -tls-key: %v", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
 // serverAddr reads host[:port], 9999 when there is no port.
 func serverAddr(s string) (string, error) {
 	if _, _, err := net.SplitHostPort(s); err == nil {
@@ -137,7 +183,7 @@ func serverAddr(s string) (string, error) {
 
 // get sends GET path and returns the status and body.
 func (c *cli) get(path string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodGet, "http://"+c.server+path, nil)
+	req, err := http.NewRequest(http.MethodGet, c.scheme+"://"+c.server+path, nil)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -251,7 +297,7 @@ func (c *cli) call(pattern, msg string) error {
 	p, _ := json.Marshal(pattern)
 	m["Pattern"] = p
 	body, _ := json.Marshal(m)
-	req, err := http.NewRequest(http.MethodPost, "http://"+c.server+"/", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, c.scheme+"://"+c.server+"/", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
