@@ -29,8 +29,16 @@
 // the guarantees of http.Transport that matter here: the request's context
 // bounds and cancels the call, a message is never sent again once any byte
 // of it was written, and an answer with invalid or oversized headers is
-// refused. It speaks plain HTTP/1.1 only; set the Transport option to an
-// http.Transport for anything else.
+// refused. It speaks HTTP/1.1, plain or over TLS; set the Transport option
+// to an http.Transport for anything else.
+//
+// Every hop can run over TLS: the TLS options of ServerOptions,
+// ServiceOptions and ClientOptions hold a tls.Config to serve or call with
+// (LoadTLSFiles makes them from files it reads again when they change). A
+// service that serves TLS registers as such, and servers and clients call
+// it over HTTPS. With client certificates required (mutual TLS), a server's
+// Identities let each certificate identity register only its own
+// patterns.
 //
 // A message's life is one context.Context. A Handler, set with
 // HandleContext, receives it with the Request: it ends when the caller
@@ -63,7 +71,7 @@
 // Error for answers with a status, and Observer for tracing. The programs
 // cmd/nano-server (a ready server) and cmd/nanoctl (a terminal tool) come
 // with the module. The repository's docs folder has one page on each of:
-// the HTTP behaviour (http.md), the request model (requests.md),
-// performance (performance.md), fleets sharing one Redis (scale.md), and
+// the HTTP behaviour (http.md), the request model (requests.md), TLS and
+// identities (tls.md), performance (performance.md), fleets sharing one Redis (scale.md), and
 // moving from the original library (migrating.md).
 package nano

@@ -566,3 +566,30 @@ func examplePort() int {
 	}
 	return port
 }
+
+// A server over mutual TLS, with its certificate, key and CA bundle read
+// from files (as a Kubernetes Secret mounts them) and read again when they
+// change: every client must present a certificate the bundle signs, and
+// each certificate identity may register only the patterns the identities
+// file gives it. (Not run: it needs the files.)
+func ExampleLoadTLSFiles() {
+	files, err := nano.LoadTLSFiles("/etc/nano/tls/tls.crt", "/etc/nano/tls/tls.key", "/etc/nano/tls/ca.crt")
+	if err != nil {
+		panic(err)
+	}
+	ids, err := nano.LoadIdentities("/etc/nano/identities.json")
+	if err != nil {
+		panic(err)
+	}
+	server, err := nano.NewServerWithOptions(nano.ServerOptions{
+		TLS:         files.ServerConfig(true), // require client certificates
+		UpstreamTLS: files.ClientConfig(),     // check services' certificates, present ours
+		Identities:  ids,
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := server.ListenAndServe(); !errors.Is(err, nano.ErrClosed) {
+		panic(err)
+	}
+}

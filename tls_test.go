@@ -763,3 +763,61 @@ func TestNanoServerTLS(t *testing.T) {
 		}
 	})
 }
+
+// TestIdentitiesRules: an identities file must be one JSON object of
+// lists of valid patterns, and a server refuses Identities without TLS
+// that asks for client certificates.
+func TestIdentitiesRules(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, content string
+		ok            bool
+	}{
+		{"good", `{"spiffe://x/sa/a": ["role:a", " role:b , cmd:c "], "b.svc": ["*"]}`, true},
+		{"null", `null`, false},
+		{"list", `["role:a"]`, false},
+		{"two values", `{} {}`, false},
+		{"bad pattern", `{"a.svc": ["role:a,,cmd:b"]}`, false},
+		{"empty identity", `{" ": ["role:a"]}`, false},
+		{"not a list", `{"a.svc": "role:a"}`, false},
+	} {
+		file := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".json")
+		if err := os.WriteFile(file, []byte(c.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := nano.LoadIdentities(file)
+		if c.ok != (err == nil) || err != nil && !errors.Is(err, nano.ErrInvalidOptions) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if c.ok && strings.Join(ids["spiffe://x/sa/a"], "|") != "role:a|role:b,cmd:c" {
+			t.Errorf("%s: patterns not canonical: %q", c.name, ids["spiffe://x/sa/a"])
+		}
+	}
+	if _, err := nano.LoadIdentities(filepath.Join(dir, "missing.json")); !errors.Is(err, nano.ErrInvalidOptions) {
+		t.Errorf("a missing file: %v", err)
+	}
+
+	ca := newTestCA(t, "fleet")
+	cert := ca.issue(t, "nano-server")
+	ids := nano.Identities{"a.svc": {"role:a"}}
+	for _, c := range []struct {
+		name string
+		opts nano.ServerOptions
+		ok   bool
+	}{
+		{"without TLS", nano.ServerOptions{Identities: ids}, false},
+		{"TLS without client certificates", nano.ServerOptions{Identities: ids, TLS: ca.serving(cert, false)}, false},
+		{"a bad pattern", nano.ServerOptions{Identities: nano.Identities{"a.svc": {"role:a,"}}, TLS: ca.serving(cert, true)}, false},
+		{"mutual TLS", nano.ServerOptions{Identities: ids, TLS: ca.serving(cert, true)}, true},
+	} {
+		c.opts.Logger = testLogger()
+		srv, err := nano.NewServerWithOptions(c.opts)
+		if c.ok != (err == nil) || err != nil && !errors.Is(err, nano.ErrInvalidOptions) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if srv != nil {
+			srv.Shutdown(context.Background())
+		}
+	}
+}
