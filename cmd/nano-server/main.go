@@ -85,6 +85,7 @@ type config struct {
 	tlsCert, tlsKey, tlsCA, identitiesFile string
 	tlsClientCerts                         bool
 	tls, upstreamTLS                       *tls.Config
+	tlsFiles                               *nano.TLSFiles
 	identities                             nano.Identities
 	ttl, resync                            time.Duration
 	upstreamTimeout, registryTimeout       time.Duration
@@ -253,13 +254,42 @@ func (c *config) loadTLS() error {
 	if err != nil {
 		return fmt.Errorf("-tls-cert, -tls-key, -tls-ca: %w", err)
 	}
-	c.tls, c.upstreamTLS = files.ServerConfig(c.tlsClientCerts), files.ClientConfig()
+	c.tls, c.upstreamTLS, c.tlsFiles = files.ServerConfig(c.tlsClientCerts), files.ClientConfig(), files
 	if c.identitiesFile != "" {
 		if c.identities, err = nano.LoadIdentities(c.identitiesFile); err != nil {
 			return fmt.Errorf("-identities: %w", err)
 		}
 	}
 	return nil
+}
+
+// watchTLS logs, every interval until ctx ends, when the TLS files stop
+// loading (the server keeps the last good ones) and when they load again.
+// The files are read again as handshakes need them, so what it reports is
+// what the last handshakes met.
+func watchTLS(ctx context.Context, files *nano.TLSFiles, log *slog.Logger, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := ""
+		if err := files.Err(); err != nil {
+			now = err.Error()
+		}
+		switch {
+		case now == last:
+		case now != "":
+			log.Error("nano-server: TLS files do not load; serving with the last good ones", "error", now)
+		default:
+			log.Info("nano-server: TLS files load again")
+		}
+		last = now
+	}
 }
 
 // options turns the configuration into the server's options.
@@ -372,6 +402,9 @@ func run(args []string, stderr io.Writer) int {
 			}
 		}()
 		log.Info("nano-server: health listening", "addr", hl.Addr().String())
+	}
+	if c.tlsFiles != nil {
+		go watchTLS(ctx, c.tlsFiles, log, 10*time.Second)
 	}
 	go func() { served <- srv.Serve(l) }()
 	select {
