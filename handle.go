@@ -21,21 +21,29 @@ import (
 // present none can still reach them there.
 func (s *Service) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		switch {
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
 			writeError(w, r, ErrMethodNotAllowed)
-			return
-		}
-		switch r.URL.Path {
-		case "/healthz":
-			writeAlive(w)
-		case "/readyz":
-			s.readyz(w, r)
-		case "/metrics":
-			s.metricsEndpoint(w)
-		default:
+		case !s.healthEndpoint(w, r):
 			writeError(w, r, fmt.Errorf("%w: %s is not a health path", ErrNoService, r.URL.Path))
 		}
 	})
+}
+
+// healthEndpoint answers /healthz, /readyz and /metrics, and reports
+// false, answering nothing, for any other path.
+func (s *Service) healthEndpoint(w http.ResponseWriter, r *http.Request) bool {
+	switch r.URL.Path {
+	case "/healthz":
+		writeAlive(w)
+	case "/readyz":
+		s.readyz(w, r)
+	case "/metrics":
+		s.metricsEndpoint(w)
+	default:
+		return false
+	}
+	return true
 }
 
 // serveHTTP is the service endpoint: it runs the handler of the longest
@@ -43,18 +51,8 @@ func (s *Service) HealthHandler() http.Handler {
 // ServiceRequest envelope when the message asks for it.
 func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		switch r.URL.Path {
-		case "/healthz":
-			writeAlive(w)
-			return
-		case "/readyz":
-			s.readyz(w, r)
-			return
-		case "/metrics":
-			s.metricsEndpoint(w)
-			return
-		}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && s.healthEndpoint(w, r) {
+		return
 	}
 	if r.Method != http.MethodPost {
 		closeUnread(w, r)

@@ -513,17 +513,26 @@ func (s *Server) registryName() string {
 // reach them there. nano-server serves it with -health-port.
 func (s *Server) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/healthz":
-			s.healthz(w, r)
-		case "/readyz":
-			s.readyz(w, r)
-		case "/metrics":
-			s.metricsEndpoint(w, r)
-		default:
+		if !s.healthEndpoint(w, r) {
 			writeError(w, r, fmt.Errorf("%w: %s is not a health path", ErrNoService, r.URL.Path))
 		}
 	})
+}
+
+// healthEndpoint answers GET /healthz, /readyz and /metrics, and reports
+// false, answering nothing, for any other path.
+func (s *Server) healthEndpoint(w http.ResponseWriter, r *http.Request) bool {
+	switch r.URL.Path {
+	case "/healthz":
+		s.healthz(w, r)
+	case "/readyz":
+		s.readyz(w, r)
+	case "/metrics":
+		s.metricsEndpoint(w, r)
+	default:
+		return false
+	}
+	return true
 }
 
 // serveHTTP dispatches by path: the control endpoints of control.go, or a
@@ -536,12 +545,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.deregister(w, r)
 	case "/resolve":
 		s.resolveEndpoint(w, r)
-	case "/healthz":
-		s.healthz(w, r)
-	case "/readyz":
-		s.readyz(w, r)
-	case "/metrics":
-		s.metricsEndpoint(w, r)
+	case "/healthz", "/readyz", "/metrics":
+		s.healthEndpoint(w, r)
 	case "/services":
 		s.servicesEndpoint(w, r)
 	default:
