@@ -2,7 +2,6 @@ package nano
 
 import (
 	"bytes"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -21,8 +20,9 @@ import (
 // allows "role:billing,cmd:charge" but not "role:billingx". "*" allows
 // every pattern. An identity not listed may register nothing.
 //
-// The same rule applies to deregistrations, so that one service cannot
-// remove another's instances.
+// The same rule applies to deregistrations: an identity may remove only
+// instances of the patterns it may register (at whatever address they
+// were registered, as it may register its patterns at any address).
 type Identities map[string][]string
 
 // LoadIdentities reads Identities from a JSON file holding one object
@@ -100,9 +100,10 @@ func identitiesOf(cert *x509.Certificate) []string {
 
 // mayRegister checks that the client of r may register or deregister
 // pattern p under the server's Identities; nil when it may, or when the
-// server has none. The client's certificate counts only once verified:
-// by crypto/tls against ClientCAs, or by a VerifyPeerCertificate or
-// VerifyConnection of the server's TLS configuration.
+// server has none. The client's certificate counts only once crypto/tls
+// verified it against ClientCAs: a callback of the program's own may not
+// have run for the connection (GetConfigForClient replaces the
+// configuration that holds it), so it is not taken for a verification.
 func (s *Server) mayRegister(r *http.Request, p string) error {
 	if s.opts.Identities == nil {
 		return nil
@@ -110,7 +111,7 @@ func (s *Server) mayRegister(r *http.Request, p string) error {
 	if r.TLS == nil {
 		return fmt.Errorf("%w: registrations require TLS with a client certificate", ErrForbidden)
 	}
-	if len(r.TLS.PeerCertificates) == 0 || !verified(r.TLS, s.opts.TLS) {
+	if len(r.TLS.PeerCertificates) == 0 || len(r.TLS.VerifiedChains) == 0 {
 		return fmt.Errorf("%w: registrations require a verified client certificate", ErrForbidden)
 	}
 	ids := identitiesOf(r.TLS.PeerCertificates[0])
@@ -123,11 +124,4 @@ func (s *Server) mayRegister(r *http.Request, p string) error {
 		return fmt.Errorf("%w: the client certificate names no identity (URI or DNS name)", ErrForbidden)
 	}
 	return fmt.Errorf("%w: %s may not %s %q", ErrForbidden, strings.Join(ids, ", "), strings.TrimPrefix(r.URL.Path, "/"), p)
-}
-
-// verified reports whether the peer certificate of a connection was
-// verified: by crypto/tls, or by the program's own callback.
-func verified(cs *tls.ConnectionState, c *tls.Config) bool {
-	return len(cs.VerifiedChains) > 0 ||
-		c != nil && (c.VerifyPeerCertificate != nil || c.VerifyConnection != nil)
 }

@@ -138,11 +138,15 @@ type ServerOptions struct {
 	UpstreamTLS *tls.Config
 	// Identities, when not nil, authorizes registrations by the identity
 	// of the client's certificate: a registration or deregistration is
-	// accepted only over TLS, from a client whose certificate was verified
-	// and names an identity that may register the pattern (see
-	// Identities); others are answered 403, logged and counted. The Token,
-	// if set, is required as well. Nil means any client may register any
-	// pattern (with the Token, if set).
+	// accepted only over TLS, from a client whose certificate crypto/tls
+	// verified against ClientCAs and names an identity that may register
+	// the pattern (see Identities); others are answered 403, logged and
+	// counted. TLS.ClientAuth must be RequireAndVerifyClientCert or
+	// VerifyClientCertIfGiven (set it on the top-level configuration too
+	// when a GetConfigForClient returns others), and OriginalKeys must be
+	// off. It holds only if every server sharing the registry sets the
+	// same Identities. The Token, if set, is required as well. Nil means
+	// any client may register any pattern (with the Token, if set).
 	Identities Identities
 	// Transport carries the proxied calls. Nil means the server's own
 	// pool of kept-alive HTTP/1.1 connections, which runs each call on
@@ -338,8 +342,11 @@ func (o ServerOptions) withDefaults() (ServerOptions, error) {
 		return o, fmt.Errorf("%w: ServerOptions.OriginalKeys needs Redis", ErrInvalidOptions)
 	}
 	if o.Identities != nil {
-		if o.TLS == nil || o.TLS.ClientAuth == tls.NoClientCert && o.TLS.GetConfigForClient == nil {
-			return o, fmt.Errorf("%w: ServerOptions.Identities needs TLS that asks for client certificates (ClientAuth)", ErrInvalidOptions)
+		if o.TLS == nil || o.TLS.ClientAuth < tls.VerifyClientCertIfGiven {
+			return o, fmt.Errorf("%w: ServerOptions.Identities needs TLS whose ClientAuth verifies client certificates (RequireAndVerifyClientCert or VerifyClientCertIfGiven)", ErrInvalidOptions)
+		}
+		if o.OriginalKeys {
+			return o, fmt.Errorf("%w: ServerOptions.Identities and OriginalKeys exclude each other: the original's servers write its keys for anyone", ErrInvalidOptions)
 		}
 		ids, err := o.Identities.normalize()
 		if err != nil {

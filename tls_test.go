@@ -182,7 +182,8 @@ func waitRegisteredTLS(t *testing.T, client *http.Client, addr string, patterns 
 	}
 }
 
-// handshakes counts the full TLS handshakes a serving configuration makes.
+// handshakes counts the TLS handshakes, full or resumed, a serving
+// configuration makes.
 func handshakes(c *tls.Config, n *atomic.Int64) *tls.Config {
 	c = c.Clone()
 	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -703,6 +704,22 @@ func TestNanoServerTLS(t *testing.T) {
 		}
 	}
 
+	// A plaintext server that trusts the CA (-tls-ca alone), as during a
+	// move to TLS, calls a TLS service over HTTPS.
+	plainPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainServer := fmt.Sprintf("127.0.0.1:%d", plainPort)
+	startProgramArgs(t, bin, []string{"-host", "127.0.0.1", "-port", fmt.Sprint(plainPort), "-tls-ca", path("ca.crt")}).waitOutput(t, "listening")
+	startService(t, plainServer, map[string]nano.HandlerFunc{"role:moving": sum}, func(o *nano.ServiceOptions) {
+		o.TLS = ca.serving(ca.issue(t, "moving"), false)
+	})
+	waitRegistered(t, plainServer, "role:moving")
+	if code, body := post(t, "http://"+plainServer+"/", `{"Pattern":"role:moving","Left":1,"Right":1}`); code != 200 || body != `{"Result":2}` {
+		t.Errorf("a plaintext server calling a TLS service: %d %s", code, body)
+	}
+
 	// nanoctl reaches it with the CA and a client certificate.
 	nanoctl := buildProgram(t, ".", "./cmd/nanoctl")
 	for _, c := range []struct {
@@ -723,7 +740,7 @@ func TestNanoServerTLS(t *testing.T) {
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		if status != c.status || status == 0 && !strings.Contains(string(out), "role:math,cmd:sum") {
+		if status != c.status || status == 0 && !strings.Contains(string(out), fmt.Sprintf("https://127.0.0.1:%d", sumPort)) {
 			t.Errorf("nanoctl %q: status %d, %s; want status %d", c.args, status, out, c.status)
 		}
 	}
@@ -801,6 +818,20 @@ func TestIdentitiesRules(t *testing.T) {
 	ca := newTestCA(t, "fleet")
 	cert := ca.issue(t, "nano-server")
 	ids := nano.Identities{"a.svc": {"role:a"}}
+	for name, data := range map[string][]byte{"tls.crt": cert.certPEM, "tls.key": cert.keyPEM, "ca.crt": ca.pem} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := nano.LoadTLSFiles(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withRedis := func(o nano.ServerOptions) nano.ServerOptions {
+		r := redisOptions(t, testRedis)
+		o.Redis, o.KeyPrefix = r.Redis, r.KeyPrefix
+		return o
+	}
 	for _, c := range []struct {
 		name string
 		opts nano.ServerOptions
@@ -810,6 +841,9 @@ func TestIdentitiesRules(t *testing.T) {
 		{"TLS without client certificates", nano.ServerOptions{Identities: ids, TLS: ca.serving(cert, false)}, false},
 		{"a bad pattern", nano.ServerOptions{Identities: nano.Identities{"a.svc": {"role:a,"}}, TLS: ca.serving(cert, true)}, false},
 		{"mutual TLS", nano.ServerOptions{Identities: ids, TLS: ca.serving(cert, true)}, true},
+		{"files without client certificates", nano.ServerOptions{Identities: ids, TLS: files.ServerConfig(false)}, false},
+		{"files with client certificates", nano.ServerOptions{Identities: ids, TLS: files.ServerConfig(true)}, true},
+		{"original keys", withRedis(nano.ServerOptions{Identities: ids, TLS: ca.serving(cert, true), OriginalKeys: true}), false},
 	} {
 		c.opts.Logger = testLogger()
 		srv, err := nano.NewServerWithOptions(c.opts)
@@ -819,5 +853,39 @@ func TestIdentitiesRules(t *testing.T) {
 		if srv != nil {
 			srv.Shutdown(context.Background())
 		}
+	}
+}
+
+// TestIdentitiesNeedVerifiedCertificates: only a certificate crypto/tls
+// verified against ClientCAs counts. A program's own VerifyConnection on
+// the top-level configuration does not run when GetConfigForClient
+// replaces it, so a certificate of another authority that only reached a
+// per-client configuration asking for any certificate is refused.
+func TestIdentitiesNeedVerifiedCertificates(t *testing.T) {
+	t.Parallel()
+	ca, other := newTestCA(t, "fleet"), newTestCA(t, "other")
+	serverCert := ca.issue(t, "nano-server")
+	forged := other.issue(t, "stock.fleet.test")
+	var checked atomic.Bool
+	serving := ca.serving(serverCert, true)
+	serving.VerifyConnection = func(tls.ConnectionState) error {
+		checked.Store(true)
+		return errors.New("refused by the program")
+	}
+	serving.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return &tls.Config{Certificates: []tls.Certificate{serverCert.tls}, ClientAuth: tls.RequireAnyClientCert}, nil
+	}
+	_, server := startServer(t, nano.ServerOptions{TLS: serving, Identities: nano.Identities{"stock.fleet.test": {"role:stock"}}})
+	req, _ := http.NewRequest(http.MethodPost, "https://"+server+"/register", strings.NewReader(`{"Pattern":"role:stock","ServiceAddress":"127.0.0.1:1"}`))
+	req.Header.Set("Accept", "application/json")
+	resp, err := httpsClient(t, ca.calling(forged)).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "verified") {
+		t.Errorf("a certificate of another authority: %d %s; want 403", resp.StatusCode, body)
+	}
+	if checked.Load() {
+		t.Error("the top-level VerifyConnection ran; the test no longer shows what it should")
 	}
 }

@@ -158,7 +158,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	boolean(&c.originalKeys, "original-keys", "NANO_ORIGINAL_KEYS", "also keep the original library's Redis keys, so that its servers and this one route each other's services during a rolling upgrade; needs -redis")
 	str(&c.tlsCert, "tls-cert", "NANO_TLS_CERT", "", "PEM certificate (chain) to serve HTTPS with, read again when it changes; needs -tls-key")
 	str(&c.tlsKey, "tls-key", "NANO_TLS_KEY", "", "PEM key of -tls-cert")
-	str(&c.tlsCA, "tls-ca", "NANO_TLS_CA", "", "PEM bundle of the authorities that sign the certificates of TLS services and, with -tls-client-certs, of clients; empty means the system's")
+	str(&c.tlsCA, "tls-ca", "NANO_TLS_CA", "", "PEM bundle of the authorities that sign the certificates of TLS services and, with -tls-client-certs, of clients; empty means the system's; alone, the server serves plain HTTP and calls TLS services with it")
 	boolean(&c.tlsClientCerts, "tls-client-certs", "NANO_TLS_CLIENT_CERTS", "require from every client a certificate signed by -tls-ca (mutual TLS)")
 	str(&c.identitiesFile, "identities", "NANO_IDENTITIES", "", "JSON file mapping client certificate identities (URI or DNS SANs) to the patterns they may register; needs -tls-client-certs")
 	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
@@ -240,10 +240,9 @@ func parse(args []string, stderr io.Writer) (config, error) {
 // loadTLS reads the TLS files and the identities the flags name.
 func (c *config) loadTLS() error {
 	switch {
-	case c.tlsCert == "" && c.tlsKey == "":
-		if c.tlsCA != "" || c.tlsClientCerts || c.identitiesFile != "" {
-			return errors.New("-tls-ca, -tls-client-certs and -identities need -tls-cert and -tls-key")
-		}
+	case c.tlsCert == "" && c.tlsKey == "" && (c.tlsClientCerts || c.identitiesFile != ""):
+		return errors.New("-tls-client-certs and -identities need -tls-cert and -tls-key")
+	case c.tlsCert == "" && c.tlsKey == "" && c.tlsCA == "":
 		return nil
 	case c.tlsClientCerts && c.tlsCA == "":
 		return errors.New("-tls-client-certs needs -tls-ca, the bundle to check client certificates against")
@@ -254,7 +253,10 @@ func (c *config) loadTLS() error {
 	if err != nil {
 		return fmt.Errorf("-tls-cert, -tls-key, -tls-ca: %w", err)
 	}
-	c.tls, c.upstreamTLS, c.tlsFiles = files.ServerConfig(c.tlsClientCerts), files.ClientConfig(), files
+	c.upstreamTLS, c.tlsFiles = files.ClientConfig(), files
+	if c.tlsCert != "" {
+		c.tls = files.ServerConfig(c.tlsClientCerts)
+	}
 	if c.identitiesFile != "" {
 		if c.identities, err = nano.LoadIdentities(c.identitiesFile); err != nil {
 			return fmt.Errorf("-identities: %w", err)

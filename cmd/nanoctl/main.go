@@ -219,9 +219,19 @@ func failed(status int, body []byte) error {
 // instance is an instance as /services and /resolve give it.
 type instance struct {
 	ServiceAddress string
+	TLS            bool `json:",omitempty"`
 	Expires        time.Time
 	Permanent      bool `json:",omitempty"`
 	Ejected        bool `json:",omitempty"`
+}
+
+// where is the instance's address as the table shows it: after
+// "https://" when it serves TLS.
+func (in instance) where() string {
+	if in.TLS {
+		return "https://" + in.ServiceAddress
+	}
+	return in.ServiceAddress
 }
 
 // fetch sends GET path and returns the body of its 200 answer; with
@@ -261,7 +271,7 @@ func (c *cli) ls() error {
 	now := time.Now()
 	for _, p := range l.Patterns {
 		for _, in := range p.Instances {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Pattern, in.ServiceAddress, expiry(in, now), state(in))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Pattern, in.where(), expiry(in, now), state(in))
 		}
 	}
 	if err := w.Flush(); err != nil {
@@ -342,7 +352,7 @@ func (c *cli) resolve(pattern string) error {
 	fmt.Fprintln(w, "PATTERN\tINSTANCE\tEXPIRES")
 	now := time.Now()
 	for _, in := range r.Instances {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", r.Pattern, in.ServiceAddress, expiry(in, now))
+		fmt.Fprintf(w, "%s\t%s\t%s\n", r.Pattern, in.where(), expiry(in, now))
 	}
 	return w.Flush()
 }

@@ -127,6 +127,11 @@ func (f *Files) reload(now time.Time) error {
 // a certificate signed by the CA bundle. Both follow the files.
 func (f *Files) ServerConfig(requireClients bool) *tls.Config {
 	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	if requireClients {
+		// What the configurations made for each client do, said where
+		// the program that holds this one can see it.
+		base.ClientAuth = tls.RequireAndVerifyClientCert
+	}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		cert, pool := f.current()
 		if cert == nil {
