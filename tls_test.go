@@ -889,3 +889,27 @@ func TestIdentitiesNeedVerifiedCertificates(t *testing.T) {
 		t.Error("the top-level VerifyConnection ran; the test no longer shows what it should")
 	}
 }
+
+// TestTLSHandshakeIsBounded: a client that connects to a TLS server and
+// never finishes its handshake (nothing sent, or half a ClientHello) is
+// cut off after ReadHeaderTimeout, as one that never finishes its
+// request headers is.
+func TestTLSHandshakeIsBounded(t *testing.T) {
+	t.Parallel()
+	ca := newTestCA(t, "fleet")
+	_, server := startServer(t, nano.ServerOptions{TLS: ca.serving(ca.issue(t, "nano-server"), false), ReadHeaderTimeout: 200 * time.Millisecond})
+	for name, send := range map[string][]byte{"nothing": nil, "half a hello": {0x16, 0x03, 0x01, 0x02, 0x00, 0x01}} {
+		conn, err := net.Dial("tcp", server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(send)
+		start := time.Now()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(conn)
+		conn.Close()
+		if err != nil || time.Since(start) > 3*time.Second {
+			t.Errorf("%s: the connection was not closed by the server (%v after %v)", name, err, time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
