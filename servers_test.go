@@ -22,9 +22,28 @@ import (
 const childVar = "NANO_TEST_CHILD"
 
 func init() {
-	if os.Getenv(childVar) == "env-service" {
+	switch os.Getenv(childVar) {
+	case "env-service":
 		os.Exit(envService())
+	case "env-server":
+		os.Exit(envServer())
 	}
+}
+
+// envServer is the test binary run as a server made by the original API's
+// NewServer, with the in-memory registry, on the port NANO_TEST_SERVER_PORT,
+// configured by the rest of its environment (NANO_TLS_*, NANO_IDENTITIES).
+// It prints "listening" once it serves.
+func envServer() int {
+	port, err := strconv.Atoi(os.Getenv("NANO_TEST_SERVER_PORT"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "NANO_TEST_SERVER_PORT:", err)
+		return 2
+	}
+	srv := nano.NewServer("", "", 0, port)
+	fmt.Println("listening")
+	srv.Listen()
+	return 0
 }
 
 // envService is the test binary run as a service made by the original

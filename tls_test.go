@@ -720,6 +720,38 @@ func TestNanoServerTLS(t *testing.T) {
 		t.Errorf("a plaintext server calling a TLS service: %d %s", code, body)
 	}
 
+	// NewServer, the original API's constructor, takes the same settings
+	// from its environment.
+	envPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startProgram(t, os.Args[0], childVar+"=env-server", fmt.Sprintf("NANO_TEST_SERVER_PORT=%d", envPort),
+		"NANO_TLS_CERT="+path("server.crt"), "NANO_TLS_KEY="+path("server.key"), "NANO_TLS_CA="+path("ca.crt"),
+		"NANO_TLS_CLIENT_CERTS=true", "NANO_IDENTITIES="+path("identities.json")).waitOutput(t, "listening")
+	register := func(cert string, pattern string) int {
+		t.Helper()
+		pair, err := tls.LoadX509KeyPair(path(cert+".crt"), path(cert+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := httpsClient(t, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{pair}})
+		var resp *http.Response
+		eventually(t, "NewServer answers over TLS", func() bool {
+			resp, err = c.Post(fmt.Sprintf("https://127.0.0.1:%d/register", envPort), "application/json",
+				strings.NewReader(fmt.Sprintf(`{"Pattern":%q,"ServiceAddress":"127.0.0.1:1"}`, pattern)))
+			return err == nil
+		})
+		readAll(resp)
+		return resp.StatusCode
+	}
+	if code := register("env", "role:env"); code != 200 {
+		t.Errorf("NewServer: the env identity registering role:env: %d", code)
+	}
+	if code := register("client", "role:env"); code != http.StatusForbidden {
+		t.Errorf("NewServer: an identity not in the file registering role:env: %d; want 403", code)
+	}
+
 	// nanoctl reaches it with the CA and a client certificate.
 	nanoctl := buildProgram(t, ".", "./cmd/nanoctl")
 	for _, c := range []struct {
