@@ -105,23 +105,47 @@ func identitiesOf(cert *x509.Certificate) []string {
 // have run for the connection (GetConfigForClient replaces the
 // configuration that holds it), so it is not taken for a verification.
 func (s *Server) mayRegister(r *http.Request, p string) error {
-	if s.opts.Identities == nil {
+	loaded := s.identities.Load()
+	if loaded == nil {
 		return nil
 	}
+	ids := *loaded
 	if r.TLS == nil {
 		return fmt.Errorf("%w: registrations require TLS with a client certificate", ErrForbidden)
 	}
 	if len(r.TLS.PeerCertificates) == 0 || len(r.TLS.VerifiedChains) == 0 {
 		return fmt.Errorf("%w: registrations require a verified client certificate", ErrForbidden)
 	}
-	ids := identitiesOf(r.TLS.PeerCertificates[0])
-	for _, id := range ids {
-		if s.opts.Identities.allows(id, p) {
+	names := identitiesOf(r.TLS.PeerCertificates[0])
+	for _, id := range names {
+		if ids.allows(id, p) {
 			return nil
 		}
 	}
-	if len(ids) == 0 {
+	if len(names) == 0 {
 		return fmt.Errorf("%w: the client certificate names no identity (URI or DNS name)", ErrForbidden)
 	}
-	return fmt.Errorf("%w: %s may not %s %q", ErrForbidden, strings.Join(ids, ", "), strings.TrimPrefix(r.URL.Path, "/"), p)
+	return fmt.Errorf("%w: %s may not %s %q", ErrForbidden, strings.Join(names, ", "), strings.TrimPrefix(r.URL.Path, "/"), p)
+}
+
+// SetIdentities replaces the Identities of a server started with some,
+// for a policy that changes while the server runs: registrations and
+// deregistrations from then on are checked against ids (nano-server reads
+// its identities file again when it changes). It fails with
+// ErrInvalidOptions when ids is nil or not valid, or when the server was
+// started without Identities: turning the check on or off takes a
+// restart.
+func (s *Server) SetIdentities(ids Identities) error {
+	if s.identities.Load() == nil {
+		return fmt.Errorf("%w: the server was started without Identities", ErrInvalidOptions)
+	}
+	if ids == nil {
+		return fmt.Errorf("%w: nil Identities: the check cannot be turned off while the server runs", ErrInvalidOptions)
+	}
+	ids, err := ids.normalize()
+	if err != nil {
+		return err
+	}
+	s.identities.Store(&ids)
+	return nil
 }

@@ -145,7 +145,8 @@ type ServerOptions struct {
 	// VerifyClientCertIfGiven (set it on the top-level configuration too
 	// when a GetConfigForClient returns others), and OriginalKeys must be
 	// off. It holds only if every server sharing the registry sets the
-	// same Identities. The Token, if set, is required as well. Nil means
+	// same Identities. The Token, if set, is required as well.
+	// Server.SetIdentities replaces them while the server runs. Nil means
 	// any client may register any pattern (with the Token, if set).
 	Identities Identities
 	// Transport carries the proxied calls. Nil means the server's own
@@ -195,7 +196,8 @@ type Server struct {
 	stop                chan struct{}     // closed by Shutdown: ends the loops
 	loops               sync.WaitGroup    // maintenance and subscription loops
 
-	metrics serverMetrics // what GET /metrics shows
+	metrics    serverMetrics              // what GET /metrics shows
+	identities atomic.Pointer[Identities] // opts.Identities, replaced by SetIdentities; nil: no check
 
 	draining  atomic.Bool   // set by Drain: /readyz answers 503
 	closeOnce sync.Once     // runs Shutdown
@@ -286,6 +288,9 @@ func NewServerWithOptions(opts ServerOptions) (*Server, error) {
 		tls:               opts.TLS,
 		log:               opts.Logger,
 	})
+	if opts.Identities != nil {
+		s.identities.Store(&opts.Identities)
+	}
 	s.routes.ttl = opts.TTL
 	s.reapAfter.Store(time.Now().Add(opts.TTL).UnixNano()) // deadlines may have passed while no server ran
 	s.ready.Store(true)

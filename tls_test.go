@@ -404,7 +404,7 @@ func TestIdentities(t *testing.T) {
 		"spiffe://fleet.test/ns/math/sa/sum": {"role:math,cmd:sum"},
 		"stock.fleet.test":                   {"role:stock"},
 	}
-	_, server := startServer(t, opts)
+	srv, server := startServer(t, opts)
 	sumSvc, _ := startService(t, server, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum}, func(o *nano.ServiceOptions) {
 		o.TLS, o.ClientTLS = ca.serving(sumCert, false), ca.calling(sumCert)
 	})
@@ -460,6 +460,27 @@ func TestIdentities(t *testing.T) {
 	resp.Body.Close()
 	if want := fmt.Sprintf(`nano_registrations_refused_total{status="403"} %d`, len(refusals)); !strings.Contains(string(m), want) {
 		t.Errorf("/metrics lacks %s", want)
+	}
+
+	// New identities apply at once; they cannot be turned off.
+	if err := srv.SetIdentities(nano.Identities{"stock.fleet.test": {"role:stock"}, "spiffe://fleet.test/ns/math/sa/sum": {"role:math,cmd:sum", "role:extra"}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := send(sumCert, "/register", "role:extra", sumAddr); code != http.StatusOK {
+		t.Errorf("sum registering role:extra once allowed: %d %s", code, body)
+	}
+	if code, _ := send(sumCert, "/deregister", "role:extra", sumAddr); code != http.StatusOK {
+		t.Errorf("sum deregistering role:extra: %d", code)
+	}
+	if err := srv.SetIdentities(nil); !errors.Is(err, nano.ErrInvalidOptions) {
+		t.Errorf("SetIdentities(nil): %v", err)
+	}
+	if err := srv.SetIdentities(nano.Identities{"a": {"role:a,"}}); !errors.Is(err, nano.ErrInvalidOptions) {
+		t.Errorf("SetIdentities with a bad pattern: %v", err)
+	}
+	plain, _ := startServer(t, nano.ServerOptions{})
+	if err := plain.SetIdentities(nano.Identities{"a": {"role:a"}}); !errors.Is(err, nano.ErrInvalidOptions) {
+		t.Errorf("SetIdentities on a server without Identities: %v", err)
 	}
 
 	// What each identity may do, it does: a whole-field prefix covers
@@ -729,7 +750,7 @@ func TestNanoServerTLS(t *testing.T) {
 	startProgram(t, os.Args[0], childVar+"=env-server", fmt.Sprintf("NANO_TEST_SERVER_PORT=%d", envPort),
 		"NANO_TLS_CERT="+path("server.crt"), "NANO_TLS_KEY="+path("server.key"), "NANO_TLS_CA="+path("ca.crt"),
 		"NANO_TLS_CLIENT_CERTS=true", "NANO_IDENTITIES="+path("identities.json")).waitOutput(t, "listening")
-	register := func(cert string, pattern string) int {
+	register := func(addr, cert, pattern string) int {
 		t.Helper()
 		pair, err := tls.LoadX509KeyPair(path(cert+".crt"), path(cert+".key"))
 		if err != nil {
@@ -737,19 +758,37 @@ func TestNanoServerTLS(t *testing.T) {
 		}
 		c := httpsClient(t, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{pair}})
 		var resp *http.Response
-		eventually(t, "NewServer answers over TLS", func() bool {
-			resp, err = c.Post(fmt.Sprintf("https://127.0.0.1:%d/register", envPort), "application/json",
+		eventually(t, addr+" answers over TLS", func() bool {
+			resp, err = c.Post("https://"+addr+"/register", "application/json",
 				strings.NewReader(fmt.Sprintf(`{"Pattern":%q,"ServiceAddress":"127.0.0.1:1"}`, pattern)))
 			return err == nil
 		})
 		readAll(resp)
 		return resp.StatusCode
 	}
-	if code := register("env", "role:env"); code != 200 {
+	envServer := fmt.Sprintf("127.0.0.1:%d", envPort)
+	if code := register(envServer, "env", "role:env"); code != 200 {
 		t.Errorf("NewServer: the env identity registering role:env: %d", code)
 	}
-	if code := register("client", "role:env"); code != http.StatusForbidden {
+	if code := register(envServer, "client", "role:env"); code != http.StatusForbidden {
 		t.Errorf("NewServer: an identity not in the file registering role:env: %d; want 403", code)
+	}
+
+	// nano-server reads its identities file again when it changes, and
+	// keeps what it had when the new file does not load.
+	if code := register(server, "client", "role:late"); code != http.StatusForbidden {
+		t.Errorf("client registering role:late before the change: %d; want 403", code)
+	}
+	if err := os.WriteFile(path("identities.json"), []byte(`{"env.fleet.test": ["role:env"], "sum.fleet.test": ["role:math,cmd:sum"], "client": ["role:late"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the new identities apply", func() bool { return register(server, "client", "role:late") == 200 })
+	if err := os.WriteFile(path("identities.json"), []byte(`{"client": "role:late"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.waitOutput(t, "identities file does not load")
+	if code := register(server, "client", "role:late"); code != 200 {
+		t.Errorf("client registering role:late after a broken change: %d; want the previous identities kept", code)
 	}
 
 	// nanoctl reaches it with the CA and a client certificate.

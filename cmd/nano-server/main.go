@@ -160,7 +160,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	str(&c.tlsKey, "tls-key", "NANO_TLS_KEY", "", "PEM key of -tls-cert")
 	str(&c.tlsCA, "tls-ca", "NANO_TLS_CA", "", "PEM bundle of the authorities that sign the certificates of TLS services and, with -tls-client-certs, of clients; empty means the system's; alone, the server serves plain HTTP and calls TLS services with it")
 	boolean(&c.tlsClientCerts, "tls-client-certs", "NANO_TLS_CLIENT_CERTS", "require from every client a certificate signed by -tls-ca (mutual TLS)")
-	str(&c.identitiesFile, "identities", "NANO_IDENTITIES", "", "JSON file mapping client certificate identities (URI or DNS SANs) to the patterns they may register; needs -tls-client-certs")
+	str(&c.identitiesFile, "identities", "NANO_IDENTITIES", "", "JSON file mapping client certificate identities (URI or DNS SANs) to the patterns they may register, read again when it changes; needs -tls-client-certs")
 	str(&c.tokenFile, "token-file", "NANO_TOKEN_FILE", "", "file holding the registration token (read once at start); $NANO_TOKEN gives the token itself")
 	dur(&c.ttl, "ttl", "NANO_TTL", 0, "a registration lives this long unless renewed"+or(def.TTL)+"; at least "+nano.MinTTL.String())
 	dur(&c.resync, "resync", "NANO_RESYNC_INTERVAL", 0, "check that Redis did not lose the registry (which is then read again)"+or(def.ResyncInterval)+", negative never")
@@ -294,6 +294,44 @@ func watchTLS(ctx context.Context, files *nano.TLSFiles, log *slog.Logger, inter
 	}
 }
 
+// watchIdentities reads the identities file again, every interval until
+// ctx ends, when it changed (a ConfigMap's file is swapped whole), and
+// gives the server what it holds; a file that does not load is logged and
+// the server keeps the identities it had.
+func watchIdentities(ctx context.Context, file string, srv *nano.Server, log *slog.Logger, interval time.Duration) {
+	stamp := func() string {
+		st, err := os.Stat(file)
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprint(st.ModTime().UnixNano(), st.Size())
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := stamp()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stamp()
+		if now == last {
+			continue
+		}
+		last = now
+		ids, err := nano.LoadIdentities(file)
+		if err == nil {
+			err = srv.SetIdentities(ids)
+		}
+		if err != nil {
+			log.Error("nano-server: the identities file does not load; keeping the previous identities", "file", file, "error", err)
+			continue
+		}
+		log.Info("nano-server: identities read again", "file", file, "identities", len(ids))
+	}
+}
+
 // options turns the configuration into the server's options.
 func (c config) options(log *slog.Logger) nano.ServerOptions {
 	opts := nano.ServerOptions{
@@ -407,6 +445,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if c.tlsFiles != nil {
 		go watchTLS(ctx, c.tlsFiles, log, 10*time.Second)
+	}
+	if c.identitiesFile != "" {
+		go watchIdentities(ctx, c.identitiesFile, srv, log, time.Second)
 	}
 	go func() { served <- srv.Serve(l) }()
 	select {
