@@ -823,6 +823,32 @@ func TestNanoServerTLS(t *testing.T) {
 		}
 	}
 
+	// A certificate file that stops loading is logged, and the server
+	// goes on with the last good one; and logged again when it loads.
+	good, err := os.ReadFile(path("server.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake := func() {
+		if conn, err := tls.Dial("tcp", server, &tls.Config{RootCAs: ca.pool}); err == nil {
+			conn.Close()
+		}
+	}
+	if err := os.WriteFile(path("server.crt"), []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "nano-server logs that its TLS files do not load", func() bool {
+		handshake() // what makes the server look at its files
+		return strings.Contains(p.out.String(), "TLS files do not load")
+	})
+	if err := os.WriteFile(path("server.crt"), good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "nano-server logs that its TLS files load again", func() bool {
+		handshake()
+		return strings.Contains(p.out.String(), "TLS files load again")
+	})
+
 	t.Run("bad configuration", func(t *testing.T) {
 		for _, c := range []struct {
 			args  []string

@@ -444,7 +444,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Info("nano-server: health listening", "addr", hl.Addr().String())
 	}
 	if c.tlsFiles != nil {
-		go watchTLS(ctx, c.tlsFiles, log, 10*time.Second)
+		go watchTLS(ctx, c.tlsFiles, log, time.Second)
 	}
 	if c.identitiesFile != "" {
 		go watchIdentities(ctx, c.identitiesFile, srv, log, time.Second)
