@@ -59,7 +59,10 @@ func (s *Service) startRegistration(p string) {
 // the TTL the server announced. While the server cannot be reached it
 // retries after 100 ms, doubling the wait up to RetryInterval, or up to a
 // third of the TTL once registered. A server that refuses the
-// registration (a wrong token, say) is not asked again.
+// registration (a wrong token, say) is not asked again, but for a 403: the
+// identities a server allows may change while it runs, and differ for a
+// while between servers, so a forbidden registration is asked again every
+// RetryInterval (and /readyz says why meanwhile).
 func (s *Service) registerLoop(p string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -84,6 +87,7 @@ func (s *Service) registerLoop(p string) {
 			if !registered || failures > 0 {
 				s.log.Info("nano: pattern registered", "pattern", p, "server", server, "failed_attempts", failures)
 			}
+			s.forbidden.Delete(p)
 			registered, failures, retry = true, 0, firstRetry
 			wait = heartbeat(ttl)
 			// Once registered, retries must come often enough to renew
@@ -92,6 +96,12 @@ func (s *Service) registerLoop(p string) {
 			longest = min(s.opts.RetryInterval, wait)
 		case errors.Is(err, ErrClosed):
 			return
+		case forbidden(err):
+			if _, known := s.forbidden.Swap(p, fmt.Sprintf("the server refuses to register %q (asking again every %v): %s", p, s.opts.RetryInterval, publicMessage(err))); !known {
+				s.log.Error("nano: server refused registration, asking again later", "pattern", p, "server", server, "error", err)
+			}
+			failures++
+			wait = s.opts.RetryInterval
 		case permanent(err):
 			s.log.Error("nano: server refused registration", "pattern", p, "server", server, "error", err)
 			why := fmt.Sprintf("the server refused to register %q for good (it will not be asked again): %s", p, publicMessage(err))
@@ -199,6 +209,13 @@ func (s *Service) control(ctx context.Context, server, path, p string) ([]byte, 
 		return nil, errorFromResponse(resp.StatusCode, resp.Header, data)
 	}
 	return data, nil
+}
+
+// forbidden reports whether the server refused a registration for the
+// identity of the service's certificate (403).
+func forbidden(err error) bool {
+	e, ok := errors.AsType[*Error](err)
+	return ok && e.Status == http.StatusForbidden
 }
 
 // permanent reports whether a registration error will not go away by

@@ -223,9 +223,11 @@ const (
 // from the environment too, as files read again when they change:
 // NANO_TLS_CERT and NANO_TLS_KEY, the server's certificate (HTTPS is
 // served with it); NANO_TLS_CA, the bundle that signs the certificates of
-// TLS services and, with NANO_TLS_CLIENT_CERTS=true, those the server
-// requires from every client; NANO_IDENTITIES, a file for
-// LoadIdentities, which becomes ServerOptions.Identities.
+// TLS services (the server presents its certificate to those that require
+// one) and, with NANO_TLS_CLIENT_CERTS=true, those the server requires
+// from every client; NANO_IDENTITIES, a file for LoadIdentities, which
+// becomes ServerOptions.Identities (read once: SetIdentities replaces
+// them).
 //
 // If Redis cannot be reached, or the environment's settings cannot be
 // used, NewServer logs the error and exits the process with status 1;

@@ -145,20 +145,21 @@ type Service struct {
 	// not use it (its peer cache is internal and safe for concurrent use).
 	Cache radix.Tree
 
-	opts     ServiceOptions               // with defaults applied
-	log      *slog.Logger                 // opts.Logger
-	client   *Client                      // carries Act calls
-	routes   mirror[*handler]             // pattern -> handler
-	self     atomic.Pointer[Registration] // advertised address, once known
-	done     chan struct{}                // closed by Shutdown: ends registration loops
-	finished chan struct{}                // closed when the first Shutdown returns: ends Add
-	abort    chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
-	acked    atomic.Bool                  // the server announced a TTL, so it has /deregister
-	pending  atomic.Int64                 // patterns not registered yet
-	refused  atomic.Pointer[string]       // why a server refused a registration for good
-	loops    sync.WaitGroup               // registration loops
-	endpoint *endpoint                    // serves the connections given to Serve
-	metrics  serviceMetrics               // what GET /metrics shows
+	opts      ServiceOptions               // with defaults applied
+	log       *slog.Logger                 // opts.Logger
+	client    *Client                      // carries Act calls
+	routes    mirror[*handler]             // pattern -> handler
+	self      atomic.Pointer[Registration] // advertised address, once known
+	done      chan struct{}                // closed by Shutdown: ends registration loops
+	finished  chan struct{}                // closed when the first Shutdown returns: ends Add
+	abort     chan struct{}                // closed when Shutdown's ctx ends: cancels registrations in flight
+	acked     atomic.Bool                  // the server announced a TTL, so it has /deregister
+	pending   atomic.Int64                 // patterns not registered yet
+	refused   atomic.Pointer[string]       // why a server refused a registration for good
+	forbidden sync.Map                     // pattern -> why a server answers 403 to its registration (string); asked again
+	loops     sync.WaitGroup               // registration loops
+	endpoint  *endpoint                    // serves the connections given to Serve
+	metrics   serviceMetrics               // what GET /metrics shows
 
 	mu      sync.Mutex // guards serving, adding, closed
 	serving bool       // Serve was called: patterns get registered
@@ -194,11 +195,11 @@ const (
 // NANO_TOKEN, when set, becomes ServiceOptions.Token. The service listens on
 // all interfaces. TLS comes from the environment too, as files read again
 // when they change: NANO_TLS_CERT and NANO_TLS_KEY, the service's
-// certificate (it serves HTTPS with it, registers as TLS, and presents it
-// to servers and peers that require one); NANO_TLS_CA, the bundle that
-// signs the certificates of the servers, which it then reaches over HTTPS,
-// and of TLS peers, and, with NANO_TLS_CLIENT_CERTS=true, those the
-// service requires from every caller.
+// certificate (it serves HTTPS with it and registers as TLS); NANO_TLS_CA,
+// the bundle that signs the certificates of the servers, which it then
+// reaches over HTTPS, of TLS peers, and, with NANO_TLS_CLIENT_CERTS=true,
+// of every caller, which it then requires; with the bundle, the service
+// presents its certificate to servers and peers that require one.
 //
 // If the addresses or the TLS settings are not valid, NewService logs the
 // error and exits the process with status 1; use NewServiceWithOptions
@@ -498,6 +499,17 @@ func (s *Service) Shutdown(ctx context.Context) error {
 // readyz answers GET /readyz: 200 once Serve (or Add) registered every
 // pattern at the server at least once, 503 before and after Shutdown
 // began.
+// firstForbidden is why a server answers 403 to one of the service's
+// registrations, empty when none does.
+func (s *Service) firstForbidden() string {
+	var why string
+	s.forbidden.Range(func(_, v any) bool {
+		why = v.(string)
+		return false
+	})
+	return why
+}
+
 func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	serving, closed := s.serving, s.closed
@@ -510,6 +522,8 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 		why = "not serving yet"
 	case s.refused.Load() != nil:
 		why = *s.refused.Load()
+	case s.firstForbidden() != "":
+		why = s.firstForbidden()
 	case n > 0:
 		why = fmt.Sprintf("%d pattern(s) not registered yet", n)
 	default:

@@ -118,12 +118,19 @@ func (t *TLSFiles) ClientConfig() *tls.Config { return t.files.ClientConfig() }
 // loaded.
 func (t *TLSFiles) Err() error { return t.files.Err() }
 
+// Check looks at the files as a handshake would (reading them again if
+// they changed, at most once a second) and returns why they fail to load,
+// nil if they load: for a program that reports a broken rotation while no
+// handshake happens. The last good files stay in use either way.
+func (t *TLSFiles) Check() error { return t.files.Check() }
+
 // tlsFromEnv returns the TLS configurations the environment gives the
 // compatible constructors: NANO_TLS_CERT and NANO_TLS_KEY, the
 // certificate to present, NANO_TLS_CA, the bundle that signs the peers'
 // certificates, and NANO_TLS_CLIENT_CERTS=true, to require certificates
-// from clients. serve is nil without a certificate, call is nil when no
-// variable is set.
+// from clients. serve is nil without a certificate, call is nil without
+// a bundle: with NANO_TLS_CA, servers and services call with the files
+// (services then reach their servers over HTTPS).
 func tlsFromEnv() (serve, call *tls.Config, err error) {
 	cert, key, ca := os.Getenv("NANO_TLS_CERT"), os.Getenv("NANO_TLS_KEY"), os.Getenv("NANO_TLS_CA")
 	require, err := envBool("NANO_TLS_CLIENT_CERTS")
@@ -146,7 +153,10 @@ func tlsFromEnv() (serve, call *tls.Config, err error) {
 	if cert != "" {
 		serve = files.ServerConfig(require)
 	}
-	return serve, files.ClientConfig(), nil
+	if ca != "" {
+		call = files.ClientConfig()
+	}
+	return serve, call, nil
 }
 
 // envBool reads a boolean environment variable: empty is false.

@@ -407,6 +407,7 @@ func TestIdentities(t *testing.T) {
 	srv, server := startServer(t, opts)
 	sumSvc, _ := startService(t, server, map[string]nano.HandlerFunc{"role:math,cmd:sum": sum}, func(o *nano.ServiceOptions) {
 		o.TLS, o.ClientTLS = ca.serving(sumCert, false), ca.calling(sumCert)
+		o.RetryInterval = 200 * time.Millisecond
 	})
 	waitRegisteredTLS(t, httpsClient(t, ca.calling(sumCert)), server, "role:math,cmd:sum")
 	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
@@ -491,22 +492,30 @@ func TestIdentities(t *testing.T) {
 	if code, body := send(stockCert, "/deregister", "role:stock,cmd:reserve", sumAddr); code != http.StatusOK {
 		t.Errorf("stock deregistering its own pattern: %d %s", code, body)
 	}
-	// A service refused for good says so.
+	// A service refused says so on its /readyz and asks again: once its
+	// identity is allowed the pattern, it registers, without a restart.
 	if err := sumSvc.Handle("role:admin", sum); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the service reports the refusal", func() bool {
+	readyz := func() (int, string) {
 		resp, err := httpsClient(t, ca.calling(sumCert)).Get("https://" + sumAddr + "/readyz")
 		if err != nil {
-			return false
+			return 0, err.Error()
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "role:admin")
+		return resp.StatusCode, readAll(resp)
+	}
+	eventually(t, "the service reports the refusal", func() bool {
+		code, body := readyz()
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "role:admin")
 	})
 	if code := getJSON(t, httpsClient(t, ca.calling(sumCert)), "https://"+server+"/resolve?pattern=role:admin", nil); code != http.StatusNotFound {
 		t.Errorf("role:admin resolves: %d", code)
 	}
+	if err := srv.SetIdentities(nano.Identities{"spiffe://fleet.test/ns/math/sa/sum": {"role:math,cmd:sum", "role:admin"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitRegisteredTLS(t, httpsClient(t, ca.calling(sumCert)), server, "role:admin")
+	eventually(t, "the service is ready", func() bool { code, _ := readyz(); return code == http.StatusOK })
 }
 
 // listedAddress returns the address of the first instance the server at
@@ -779,14 +788,24 @@ func TestNanoServerTLS(t *testing.T) {
 	if code := register(server, "client", "role:late"); code != http.StatusForbidden {
 		t.Errorf("client registering role:late before the change: %d; want 403", code)
 	}
-	if err := os.WriteFile(path("identities.json"), []byte(`{"env.fleet.test": ["role:env"], "sum.fleet.test": ["role:math,cmd:sum"], "client": ["role:late"]}`), 0o600); err != nil {
-		t.Fatal(err)
+	// Each file is written whole and renamed into place, as the kubelet
+	// swaps a ConfigMap's, so that no half-written file is read.
+	replace := func(name string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(path(name+".new"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path(name+".new"), path(name)); err != nil {
+			t.Fatal(err)
+		}
 	}
+	replace("identities.json", []byte(`{"env.fleet.test": ["role:env"], "sum.fleet.test": ["role:math,cmd:sum"], "client": ["role:late"]}`))
 	eventually(t, "the new identities apply", func() bool { return register(server, "client", "role:late") == 200 })
-	if err := os.WriteFile(path("identities.json"), []byte(`{"client": "role:late"`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p.waitOutput(t, "identities file does not load")
+	broken := strings.Count(p.out.String(), "identities file does not load")
+	replace("identities.json", []byte(`{"client": "role:late"`))
+	eventually(t, "nano-server logs that the identities file does not load", func() bool {
+		return strings.Count(p.out.String(), "identities file does not load") > broken
+	})
 	if code := register(server, "client", "role:late"); code != 200 {
 		t.Errorf("client registering role:late after a broken change: %d; want the previous identities kept", code)
 	}
@@ -829,25 +848,21 @@ func TestNanoServerTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	handshake := func() {
-		if conn, err := tls.Dial("tcp", server, &tls.Config{RootCAs: ca.pool}); err == nil {
-			conn.Close()
-		}
-	}
-	if err := os.WriteFile(path("server.crt"), []byte("not a certificate"), 0o600); err != nil {
+	replace("server.crt", []byte("not a certificate"))
+	p.waitOutput(t, "TLS files do not load") // with no handshake to make it look
+	// New connections get the last good certificate meanwhile.
+	clientPair, err := tls.LoadX509KeyPair(path("client.crt"), path("client.key"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "nano-server logs that its TLS files do not load", func() bool {
-		handshake() // what makes the server look at its files
-		return strings.Contains(p.out.String(), "TLS files do not load")
-	})
-	if err := os.WriteFile(path("server.crt"), good, 0o600); err != nil {
-		t.Fatal(err)
+	fresh := httpsClient(t, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{clientPair}})
+	if resp, err := fresh.Get("https://" + server + "/healthz"); err != nil {
+		t.Errorf("a new connection while the certificate file is broken: %v", err)
+	} else if readAll(resp); resp.StatusCode != 200 {
+		t.Errorf("a new connection while the certificate file is broken: %d", resp.StatusCode)
 	}
-	eventually(t, "nano-server logs that its TLS files load again", func() bool {
-		handshake()
-		return strings.Contains(p.out.String(), "TLS files load again")
-	})
+	replace("server.crt", good)
+	p.waitOutput(t, "TLS files load again")
 
 	t.Run("bad configuration", func(t *testing.T) {
 		for _, c := range []struct {

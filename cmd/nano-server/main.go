@@ -87,6 +87,7 @@ type config struct {
 	tls, upstreamTLS                       *tls.Config
 	tlsFiles                               *nano.TLSFiles
 	identities                             nano.Identities
+	identitiesStamp                        string
 	ttl, resync                            time.Duration
 	upstreamTimeout, registryTimeout       time.Duration
 	readHeaderTimeout, readTimeout         time.Duration
@@ -258,6 +259,7 @@ func (c *config) loadTLS() error {
 		c.tls = files.ServerConfig(c.tlsClientCerts)
 	}
 	if c.identitiesFile != "" {
+		c.identitiesStamp = fileStamp(c.identitiesFile) // before reading: a change made meanwhile is read again
 		if c.identities, err = nano.LoadIdentities(c.identitiesFile); err != nil {
 			return fmt.Errorf("-identities: %w", err)
 		}
@@ -265,10 +267,9 @@ func (c *config) loadTLS() error {
 	return nil
 }
 
-// watchTLS logs, every interval until ctx ends, when the TLS files stop
-// loading (the server keeps the last good ones) and when they load again.
-// The files are read again as handshakes need them, so what it reports is
-// what the last handshakes met.
+// watchTLS looks at the TLS files every interval until ctx ends, and logs
+// when they stop loading (the server keeps the last good ones) and when
+// they load again.
 func watchTLS(ctx context.Context, files *nano.TLSFiles, log *slog.Logger, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -280,7 +281,7 @@ func watchTLS(ctx context.Context, files *nano.TLSFiles, log *slog.Logger, inter
 		case <-t.C:
 		}
 		now := ""
-		if err := files.Err(); err != nil {
+		if err := files.Check(); err != nil {
 			now = err.Error()
 		}
 		switch {
@@ -294,28 +295,31 @@ func watchTLS(ctx context.Context, files *nano.TLSFiles, log *slog.Logger, inter
 	}
 }
 
+// fileStamp is what tells that a file changed: its modification time and
+// size, or why it cannot be read.
+func fileStamp(file string) string {
+	st, err := os.Stat(file)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprint(st.ModTime().UnixNano(), st.Size())
+}
+
 // watchIdentities reads the identities file again, every interval until
-// ctx ends, when it changed (a ConfigMap's file is swapped whole), and
+// ctx ends, when its stamp is not last any more (a ConfigMap's file is
+// swapped whole), and
 // gives the server what it holds; a file that does not load is logged and
 // the server keeps the identities it had.
-func watchIdentities(ctx context.Context, file string, srv *nano.Server, log *slog.Logger, interval time.Duration) {
-	stamp := func() string {
-		st, err := os.Stat(file)
-		if err != nil {
-			return err.Error()
-		}
-		return fmt.Sprint(st.ModTime().UnixNano(), st.Size())
-	}
+func watchIdentities(ctx context.Context, file, last string, srv *nano.Server, log *slog.Logger, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	last := stamp()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := stamp()
+		now := fileStamp(file)
 		if now == last {
 			continue
 		}
@@ -447,7 +451,7 @@ func run(args []string, stderr io.Writer) int {
 		go watchTLS(ctx, c.tlsFiles, log, time.Second)
 	}
 	if c.identitiesFile != "" {
-		go watchIdentities(ctx, c.identitiesFile, srv, log, time.Second)
+		go watchIdentities(ctx, c.identitiesFile, c.identitiesStamp, srv, log, time.Second)
 	}
 	go func() { served <- srv.Serve(l) }()
 	select {

@@ -20,6 +20,7 @@ import (
 // objects are the documents of the manifests in a folder, decoded.
 type objects struct {
 	deployments  map[string]*appsv1.Deployment
+	statefulSets map[string]*appsv1.StatefulSet
 	services     map[string]*corev1.Service
 	configMaps   map[string]*corev1.ConfigMap
 	certificates map[string]*certificate
@@ -76,6 +77,7 @@ func decodeFolder(t *testing.T, dir string) objects {
 	}
 	o := objects{
 		deployments:  map[string]*appsv1.Deployment{},
+		statefulSets: map[string]*appsv1.StatefulSet{},
 		services:     map[string]*corev1.Service{},
 		configMaps:   map[string]*corev1.ConfigMap{},
 		certificates: map[string]*certificate{},
@@ -95,6 +97,8 @@ func decodeFolder(t *testing.T, dir string) objects {
 			switch meta.APIVersion + " " + meta.Kind {
 			case "apps/v1 Deployment":
 				obj = &appsv1.Deployment{}
+			case "apps/v1 StatefulSet":
+				obj = &appsv1.StatefulSet{}
 			case "v1 Service":
 				obj = &corev1.Service{}
 			case "v1 ServiceAccount":
@@ -118,8 +122,11 @@ func decodeFolder(t *testing.T, dir string) objects {
 			o.kinds[meta.Kind]++
 			switch v := obj.(type) {
 			case *appsv1.Deployment:
-				checkRestricted(t, v)
+				checkRestricted(t, v.Name, v.Spec.Template.Spec)
 				o.deployments[v.Name] = v
+			case *appsv1.StatefulSet:
+				checkRestricted(t, v.Name, v.Spec.Template.Spec)
+				o.statefulSets[v.Name] = v
 			case *corev1.Service:
 				o.services[v.Name] = v
 			case *corev1.ConfigMap:
@@ -141,8 +148,8 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 		t.Errorf("_examples/kubernetes: decoded %v; want 3 Deployments, 2 Services and 1 NetworkPolicy", k)
 	}
 	withTLS := decodeFolder(t, "../../_examples/kubernetes-tls")
-	if k := withTLS.kinds; k["Deployment"] != 2 || k["Certificate"] != 3 || k["Issuer"] != 2 || k["ConfigMap"] != 1 {
-		t.Errorf("_examples/kubernetes-tls: decoded %v; want 2 Deployments, 3 Certificates, 2 Issuers and a ConfigMap", k)
+	if k := withTLS.kinds; k["Deployment"] != 1 || k["StatefulSet"] != 1 || k["Certificate"] != 3 || k["Issuer"] != 2 || k["ConfigMap"] != 1 {
+		t.Errorf("_examples/kubernetes-tls: decoded %v; want a Deployment, a StatefulSet, 3 Certificates, 2 Issuers and a ConfigMap", k)
 	}
 }
 
@@ -155,9 +162,9 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 // health port.
 func TestTLSManifests(t *testing.T) {
 	o := decodeFolder(t, "../../_examples/kubernetes-tls")
-	server, sum := o.deployments["nano-server"], o.deployments["sum"]
+	server, sum := o.deployments["nano-server"], o.statefulSets["sum"]
 	if server == nil || sum == nil {
-		t.Fatal("want the Deployments nano-server and sum")
+		t.Fatal("want the Deployment nano-server and the StatefulSet sum")
 	}
 	secretOf := map[string]*certificate{}
 	for _, c := range o.certificates {
@@ -169,41 +176,40 @@ func TestTLSManifests(t *testing.T) {
 		}
 	}
 	certOf := map[string]*certificate{}
-	for _, d := range []*appsv1.Deployment{server, sum} {
-		pod := d.Spec.Template.Spec
+	for name, pod := range map[string]corev1.PodSpec{"nano-server": server.Spec.Template.Spec, "sum": sum.Spec.Template.Spec} {
 		c := pod.Containers[0]
 		env := map[string]string{}
 		for _, e := range c.Env {
 			env[e.Name] = e.Value
 		}
-		for _, name := range []string{"NANO_TLS_CERT", "NANO_TLS_KEY", "NANO_TLS_CA"} {
-			dir := filepath.Dir(env[name])
+		for _, v := range []string{"NANO_TLS_CERT", "NANO_TLS_KEY", "NANO_TLS_CA"} {
+			dir := filepath.Dir(env[v])
 			i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == dir })
 			if i < 0 {
-				t.Errorf("%s: %s=%q is in no mounted folder", d.Name, name, env[name])
+				t.Errorf("%s: %s=%q is in no mounted folder", name, v, env[v])
 				continue
 			}
 			m := c.VolumeMounts[i]
 			if m.SubPath != "" {
-				t.Errorf("%s: %s mounted with subPath, which renewals never reach", d.Name, m.Name)
+				t.Errorf("%s: %s mounted with subPath, which renewals never reach", name, m.Name)
 			}
-			v := pod.Volumes[slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })]
-			if v.Secret == nil || secretOf[v.Secret.SecretName] == nil {
-				t.Errorf("%s: %s is not a Secret a Certificate writes", d.Name, name)
+			vol := pod.Volumes[slices.IndexFunc(pod.Volumes, func(vol corev1.Volume) bool { return vol.Name == m.Name })]
+			if vol.Secret == nil || secretOf[vol.Secret.SecretName] == nil {
+				t.Errorf("%s: %s is not in a Secret a Certificate writes", name, v)
 				continue
 			}
-			certOf[d.Name] = secretOf[v.Secret.SecretName]
+			certOf[name] = secretOf[vol.Secret.SecretName]
 		}
 		if env["NANO_TLS_CLIENT_CERTS"] != "true" {
-			t.Errorf("%s: client certificates are not required", d.Name)
+			t.Errorf("%s: client certificates are not required", name)
 		}
 		health := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "health" })
 		if health < 0 || env["NANO_HEALTH_PORT"] != fmt.Sprint(c.Ports[health].ContainerPort) {
-			t.Errorf("%s: the port named health is not NANO_HEALTH_PORT (%q)", d.Name, env["NANO_HEALTH_PORT"])
+			t.Errorf("%s: the port named health is not NANO_HEALTH_PORT (%q)", name, env["NANO_HEALTH_PORT"])
 		}
 		for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
 			if p != nil && (p.HTTPGet == nil || p.HTTPGet.Port.String() != "health" || p.HTTPGet.Scheme == corev1.URISchemeHTTPS) {
-				t.Errorf("%s: a probe does not GET the plain health port", d.Name)
+				t.Errorf("%s: a probe does not GET the plain health port", name)
 			}
 		}
 	}
@@ -225,9 +231,12 @@ func TestTLSManifests(t *testing.T) {
 	if !covers(certOf["sum"].Spec.DNSNames, sumEnv["NANO_SERVICE_ADDRESS"]) {
 		t.Errorf("the sum certificate %v does not cover %q, the address a pod registers", certOf["sum"].Spec.DNSNames, sumEnv["NANO_SERVICE_ADDRESS"])
 	}
-	headless := o.services[sum.Spec.Template.Spec.Subdomain]
+	headless := o.services[sum.Spec.ServiceName]
 	if headless == nil || headless.Spec.ClusterIP != "None" || !headless.Spec.PublishNotReadyAddresses {
-		t.Errorf("the sum pods' subdomain %q is not a headless Service that publishes pods before they are ready", sum.Spec.Template.Spec.Subdomain)
+		t.Errorf("the sum StatefulSet's serviceName %q is not a headless Service that publishes pods before they are ready", sum.Spec.ServiceName)
+	}
+	if host := strings.Split(sumEnv["NANO_SERVICE_ADDRESS"], "."); len(host) < 2 || host[1] != sum.Spec.ServiceName {
+		t.Errorf("the sum pods register %q, not a name under their Service %q", sumEnv["NANO_SERVICE_ADDRESS"], sum.Spec.ServiceName)
 	}
 
 	// The identities file lets the sum service's identity register its
@@ -261,35 +270,34 @@ func covers(names []string, host string) bool {
 	return false
 }
 
-// checkRestricted fails the test unless the Deployment's pods meet Pod
-// Security "restricted".
-func checkRestricted(t *testing.T, d *appsv1.Deployment) {
+// checkRestricted fails the test unless the pods of the workload named
+// name meet Pod Security "restricted".
+func checkRestricted(t *testing.T, name string, pod corev1.PodSpec) {
 	t.Helper()
-	pod := d.Spec.Template.Spec
 	psc := pod.SecurityContext
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-		t.Errorf("%s: the pod must run as non-root with seccompProfile RuntimeDefault", d.Name)
+		t.Errorf("%s: the pod must run as non-root with seccompProfile RuntimeDefault", name)
 	}
 	for _, c := range append(pod.InitContainers, pod.Containers...) {
 		sc := c.SecurityContext
 		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
 			sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) > 0 {
-			t.Errorf("%s/%s: must not escalate privileges and must drop all capabilities", d.Name, c.Name)
+			t.Errorf("%s/%s: must not escalate privileges and must drop all capabilities", name, c.Name)
 		}
 		if sc != nil && sc.Privileged != nil && *sc.Privileged {
-			t.Errorf("%s/%s: privileged", d.Name, c.Name)
+			t.Errorf("%s/%s: privileged", name, c.Name)
 		}
 		for _, e := range c.Env {
 			if strings.Contains(strings.ToLower(e.Name), "token") || strings.Contains(strings.ToLower(e.Name), "password") {
 				if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
-					t.Errorf("%s/%s: %s must come from a Secret", d.Name, c.Name, e.Name)
+					t.Errorf("%s/%s: %s must come from a Secret", name, c.Name, e.Name)
 				}
 			}
 		}
 	}
 	for _, v := range pod.Volumes {
 		if v.HostPath != nil {
-			t.Errorf("%s: a hostPath volume", d.Name)
+			t.Errorf("%s: a hostPath volume", name)
 		}
 	}
 }

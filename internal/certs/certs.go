@@ -71,6 +71,15 @@ func (f *Files) current() (*tls.Certificate, *x509.CertPool) {
 	return f.cert, f.pool
 }
 
+// Check reads the files again if they changed and the last look is
+// CheckEvery old, as a handshake would, and returns why they failed to
+// load, nil if they loaded: for a watcher that reports a broken rotation
+// while no handshake happens.
+func (f *Files) Check() error {
+	f.current()
+	return f.Err()
+}
+
 // Err returns why the files last failed to load, nil if they loaded.
 func (f *Files) Err() error {
 	f.mu.Lock()

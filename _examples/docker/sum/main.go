@@ -121,7 +121,9 @@ func configureTLS(opts *nano.ServiceOptions) error {
 	if cert != "" {
 		opts.TLS = files.ServerConfig(os.Getenv("NANO_TLS_CLIENT_CERTS") == "true")
 	}
-	opts.ClientTLS = files.ClientConfig()
+	if ca != "" {
+		opts.ClientTLS = files.ClientConfig()
+	}
 	return nil
 }
 
