@@ -72,60 +72,54 @@ func TestQuickstartExample(t *testing.T) {
 	}
 }
 
-// TestLoadtestExample runs the load benchmark briefly and checks that it
-// reports the three paths and stops by itself.
+// TestLoadtestExample runs the load benchmark briefly, in plain HTTP and
+// over TLS, and checks that it reports its paths and stops by itself;
+// over TLS, that it leaves out the plain proxies, writes the certificates
+// a proxy beside it would use, and that no path fails or opens
+// connections once warm.
 func TestLoadtestExample(t *testing.T) {
 	t.Parallel()
 	bin := buildProgram(t, ".", "./_examples/loadtest")
-	p := startProgramArgs(t, bin, []string{"-d", "300ms", "-warmup", "100ms", "-c", "4", "-rounds", "2"})
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Fatalf("loadtest: %v\n%s", err, p.out.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("loadtest still running after a minute:\n%s", p.out.String())
-	}
-	out := p.out.String()
-	for _, want := range []string{"direct ", "server ", "act ", "vs direct", "median of 2 rounds", "1.00x"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
-}
-
-// TestLoadtestExampleTLS runs the load benchmark briefly over TLS: it
-// writes the certificates a proxy beside it would use, and every path
-// answers.
-func TestLoadtestExampleTLS(t *testing.T) {
-	t.Parallel()
-	bin := buildProgram(t, ".", "./_examples/loadtest")
 	dir := t.TempDir()
-	p := startProgramArgs(t, bin, []string{"-tls", dir, "-d", "300ms", "-warmup", "100ms", "-c", "4"})
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Fatalf("loadtest -tls: %v\n%s", err, p.out.String())
+	for _, c := range []struct {
+		name   string
+		args   []string
+		want   []string
+		absent string
+	}{
+		{"plain", []string{"-rounds", "2"}, []string{"direct ", "revproxy ", "server ", "act ", "vs direct", "median of 2 rounds", "1.00x"}, ""},
+		{"tls", []string{"-tls", dir}, []string{"direct ", "server ", "act ", "       0  0.0/0.0/0.0"}, "revproxy "},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			p := startProgramArgs(t, bin, append([]string{"-d", "300ms", "-warmup", "100ms", "-c", "4"}, c.args...))
+			select {
+			case err := <-p.done:
+				p.done <- err
+				if err != nil {
+					t.Fatalf("loadtest %q: %v\n%s", c.args, err, p.out.String())
+				}
+			case <-time.After(time.Minute):
+				t.Fatalf("loadtest %q still running after a minute:\n%s", c.args, p.out.String())
+			}
+			out := p.out.String()
+			for _, want := range c.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			if c.absent != "" && strings.Contains(out, c.absent) {
+				t.Errorf("output holds %q:\n%s", c.absent, out)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"ca.crt", "tls.crt", "tls.key"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+				t.Error(err)
+			}
 		}
-	case <-time.After(time.Minute):
-		t.Fatalf("loadtest -tls still running after a minute:\n%s", p.out.String())
-	}
-	out := p.out.String()
-	for _, want := range []string{"direct ", "server ", "act "} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q:\n%s", want, out)
-		}
-	}
-	if strings.Contains(out, "revproxy ") || !strings.Contains(out, "       0  0.0/0.0/0.0") {
-		t.Errorf("want the TLS paths only, without errors or new connections:\n%s", out)
-	}
-	for _, name := range []string{"ca.crt", "tls.crt", "tls.key"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			t.Error(err)
-		}
-	}
+	})
 }
 
 // TestFleetExample runs the fleet benchmark briefly and checks that it
