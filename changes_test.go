@@ -30,7 +30,7 @@ func TestRenewalsAreNotChanges(t *testing.T) {
 	opts.TTL = 600 * time.Millisecond
 	opts.ResyncInterval = 100 * time.Millisecond // checks, not readings
 	_, a := startServer(t, opts)
-	proxy := newCountingProxy(t, testRedis.Addr, "scan", "zrangebyscore")
+	proxy := newRedisLink(t, testRedis.Addr, "scan", "zrangebyscore")
 	optsB := opts
 	optsB.Redis = &redis.UniversalOptions{Addrs: []string{proxy.addr}}
 	_, b := startServer(t, optsB)

@@ -92,7 +92,7 @@ func liveInstances(t *testing.T, r *redisProc, opts nano.ServerOptions, pattern 
 // prefix: prefix{shard}pattern:<pattern>. It is "" when there is none.
 func patternKey(t *testing.T, rdb *redis.Client, prefix, pattern string) string {
 	t.Helper()
-	keys, err := rdb.Keys(context.Background(), globEscape(prefix)+"{*}pattern:"+globEscape(pattern)).Result()
+	keys, err := rdb.Keys(context.Background(), nano.EscapeGlob(prefix)+"{*}pattern:"+nano.EscapeGlob(pattern)).Result()
 	if err != nil || len(keys) > 1 {
 		t.Fatalf("keys of %q: %q %v", pattern, keys, err)
 	}
@@ -100,18 +100,6 @@ func patternKey(t *testing.T, rdb *redis.Client, prefix, pattern string) string 
 		return ""
 	}
 	return keys[0]
-}
-
-// globEscape escapes what KEYS takes for a wildcard.
-func globEscape(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if strings.ContainsRune(`*?[]\^-`, c) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }
 
 // resolveCount returns how many instances the server at addr resolves

@@ -1,6 +1,7 @@
 package nano_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,9 +252,13 @@ func waitListed(t *testing.T, addr string, n int) {
 	eventually(t, fmt.Sprintf("the server lists %d patterns", n), func() bool { return len(listed(t, addr)) == n })
 }
 
-// redisLink is a TCP proxy to a Redis whose connections a test can cut.
+// redisLink is a TCP proxy to a Redis whose connections a test can cut,
+// and which counts, for each of some words, the chunks clients send that
+// hold it: one per round trip of a request-response protocol such as
+// Redis's, however many commands a pipeline holds.
 type redisLink struct {
-	addr string
+	addr   string
+	chunks map[string]*atomic.Int64 // word -> chunks that hold it
 
 	mu    sync.Mutex        // guards conns, down
 	conns map[net.Conn]bool // both ends of every open connection
@@ -260,11 +266,14 @@ type redisLink struct {
 }
 
 // newRedisLink proxies a loopback port to the Redis at backend until the
-// test ends.
-func newRedisLink(t *testing.T, backend string) *redisLink {
+// test ends, counting the chunks that hold each of words.
+func newRedisLink(t *testing.T, backend string, words ...string) *redisLink {
 	t.Helper()
 	l := listen(t)
-	link := &redisLink{addr: l.Addr().String(), conns: map[net.Conn]bool{}}
+	link := &redisLink{addr: l.Addr().String(), conns: map[net.Conn]bool{}, chunks: map[string]*atomic.Int64{}}
+	for _, w := range words {
+		link.chunks[w] = new(atomic.Int64)
+	}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		l.Close()
@@ -288,7 +297,7 @@ func newRedisLink(t *testing.T, backend string) *redisLink {
 				r.Close()
 			} else {
 				link.conns[c], link.conns[r] = true, true
-				wg.Go(func() { io.Copy(r, c); r.Close() })
+				wg.Go(func() { link.forward(r, c); r.Close() })
 				wg.Go(func() { io.Copy(c, r); c.Close() })
 			}
 			link.mu.Unlock()
@@ -296,6 +305,26 @@ func newRedisLink(t *testing.T, backend string) *redisLink {
 	})
 	return link
 }
+
+// forward copies what a client sends to Redis, counting the chunks that
+// hold each word.
+func (l *redisLink) forward(to io.Writer, from io.Reader) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := from.Read(buf)
+		for w, c := range l.chunks {
+			if bytes.Contains(buf[:n], []byte(w)) {
+				c.Add(1)
+			}
+		}
+		if _, werr := to.Write(buf[:n]); werr != nil || err != nil {
+			return
+		}
+	}
+}
+
+// count returns the number of chunks that held word.
+func (l *redisLink) count(word string) int64 { return l.chunks[word].Load() }
 
 // cut closes every connection of the link, and the new ones until mend.
 func (l *redisLink) cut() {

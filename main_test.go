@@ -1,7 +1,6 @@
 package nano_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -370,66 +368,6 @@ func errorBody(t *testing.T, body string) string {
 		t.Fatalf("answer %q is not a JSON error body", body)
 	}
 	return *e.Error
-}
-
-// countingProxy forwards TCP connections to a backend and counts, for
-// each of some words, the chunks clients send that hold it: one per round
-// trip of a request-response protocol such as Redis's, however many
-// commands a pipeline holds.
-type countingProxy struct {
-	addr   string
-	chunks map[string]*atomic.Int64 // word -> chunks that hold it
-}
-
-// count returns the number of chunks that held word.
-func (p *countingProxy) count(word string) int64 { return p.chunks[word].Load() }
-
-func newCountingProxy(t *testing.T, backend string, words ...string) *countingProxy {
-	t.Helper()
-	l := listen(t)
-	p := &countingProxy{addr: l.Addr().String(), chunks: make(map[string]*atomic.Int64)}
-	for _, w := range words {
-		p.chunks[w] = new(atomic.Int64)
-	}
-	var conns sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		conns.Wait()
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", backend)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			conns.Go(func() {
-				defer b.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					for w, c := range p.chunks {
-						if bytes.Contains(buf[:n], []byte(w)) {
-							c.Add(1)
-						}
-					}
-					b.Write(buf[:n])
-					if err != nil {
-						return
-					}
-				}
-			})
-			conns.Go(func() {
-				defer c.Close()
-				io.Copy(c, b)
-			})
-		}
-	}()
-	return p
 }
 
 // waitRegistered waits until the server at serverAddr resolves each of

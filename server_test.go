@@ -212,7 +212,7 @@ func TestServersShareRedis(t *testing.T) {
 	// Keys stay under the prefix.
 	rdb := redis.NewClient(&redis.Options{Addr: testRedis.Addr})
 	defer rdb.Close()
-	keys, err := rdb.Keys(context.Background(), "*"+globEscape(opts.KeyPrefix)+"*").Result()
+	keys, err := rdb.Keys(context.Background(), "*"+nano.EscapeGlob(opts.KeyPrefix)+"*").Result()
 	slices.Sort(keys)
 	set := patternKey(t, rdb, opts.KeyPrefix, "role:math,cmd:sum")
 	shard := strings.TrimSuffix(set, "pattern:role:math,cmd:sum")
@@ -228,7 +228,7 @@ func TestServersShareRedis(t *testing.T) {
 // other traffic.
 func TestRedisLookupIsOneRoundTrip(t *testing.T) {
 	opts := redisOptions(t, testRedis)
-	proxy := newCountingProxy(t, testRedis.Addr, "zrangebyscore", "scan")
+	proxy := newRedisLink(t, testRedis.Addr, "zrangebyscore", "scan")
 	opts.Redis = &redis.UniversalOptions{Addrs: []string{proxy.addr}}
 	_, addr := startServer(t, opts)
 	_, svcAddr := startService(t, "127.0.0.1:1", map[string]nano.HandlerFunc{"role:math,cmd:sum": sum})

@@ -2,19 +2,12 @@ package nano_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -30,89 +23,31 @@ import (
 	"github.com/go-redis/redis/v8"
 
 	nano "github.com/domWinter/go-nano"
+	"github.com/domWinter/go-nano/internal/testca"
 )
 
 // testCA is a certificate authority made for a test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-	pem  []byte
-}
+type testCA struct{ *testca.CA }
 
-var serials atomic.Int64
-
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t *testing.T, name string) testCA {
 	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serials.Add(1)),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := testca.New(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert, key, pool, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
+	return testCA{ca}
 }
 
 // leaf is a certificate the test CA issued, for 127.0.0.1 and
 // "localhost", good for servers and clients both.
-type leaf struct {
-	tls             tls.Certificate
-	certPEM, keyPEM []byte
-	serial          int64
-}
+type leaf = testca.Leaf
 
 // issue issues a leaf whose identity is id: a URI SAN when id has a
 // scheme, a DNS SAN otherwise (besides "localhost").
-func (ca *testCA) issue(t *testing.T, id string) leaf {
+func (ca testCA) issue(t *testing.T, id string) leaf {
 	t.Helper()
-	key := newKey(t)
-	n := serials.Add(1)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(n),
-		Subject:      pkix.Name{CommonName: id},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:     []string{"localhost"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	if u, err := url.Parse(id); err == nil && u.Scheme != "" {
-		tmpl.URIs = []*url.URL{u}
-	} else if id != "" {
-		tmpl.DNSNames = append(tmpl.DNSNames, id)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	l, err := ca.Issue(id)
 	if err != nil {
-		t.Fatal(err)
-	}
-	k, _ := x509.MarshalECPrivateKey(key)
-	l := leaf{
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: k}),
-		serial:  n,
-	}
-	if l.tls, err = tls.X509KeyPair(l.certPEM, l.keyPEM); err != nil {
 		t.Fatal(err)
 	}
 	return l
@@ -120,21 +55,21 @@ func (ca *testCA) issue(t *testing.T, id string) leaf {
 
 // serving is the TLS configuration of a server or service presenting l;
 // with requireClients, it requires client certificates ca signed.
-func (ca *testCA) serving(l leaf, requireClients bool) *tls.Config {
-	c := &tls.Config{Certificates: []tls.Certificate{l.tls}}
+func (ca testCA) serving(l leaf, requireClients bool) *tls.Config {
+	c := &tls.Config{Certificates: []tls.Certificate{l.TLS}}
 	if requireClients {
 		c.ClientAuth = tls.RequireAndVerifyClientCert
-		c.ClientCAs = ca.pool
+		c.ClientCAs = ca.Pool
 	}
 	return c
 }
 
 // calling is the TLS configuration of a client that trusts ca and
 // presents l, if it has a certificate.
-func (ca *testCA) calling(l leaf) *tls.Config {
-	c := &tls.Config{RootCAs: ca.pool}
-	if l.certPEM != nil {
-		c.Certificates = []tls.Certificate{l.tls}
+func (ca testCA) calling(l leaf) *tls.Config {
+	c := &tls.Config{RootCAs: ca.Pool}
+	if l.CertPEM != nil {
+		c.Certificates = []tls.Certificate{l.TLS}
 	}
 	return c
 }
@@ -548,10 +483,10 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 		}
 	}
 	install := func(name string, l leaf) {
-		write(name+".key", l.keyPEM)
-		write(name+".crt", l.certPEM)
+		write(name+".key", l.KeyPEM)
+		write(name+".crt", l.CertPEM)
 	}
-	write("ca.crt", ca.pem)
+	write("ca.crt", ca.PEM)
 	install("server", ca.issue(t, "nano-server"))
 	install("sum", ca.issue(t, "sum"))
 	clientCert := ca.issue(t, "client")
@@ -621,8 +556,8 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	newServer, newSum := ca.issue(t, "nano-server"), ca.issue(t, "sum")
 	install("server", newServer)
 	install("sum", newSum)
-	eventually(t, "the server presents its new certificate", func() bool { return presented(server) == newServer.serial })
-	eventually(t, "the service presents its new certificate", func() bool { return presented(sumAddr) == newSum.serial })
+	eventually(t, "the server presents its new certificate", func() bool { return presented(server) == newServer.Serial })
+	eventually(t, "the service presents its new certificate", func() bool { return presented(sumAddr) == newSum.Serial })
 	before := ok.Load()
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
@@ -654,16 +589,16 @@ func TestNanoServerTLS(t *testing.T) {
 	ca := newTestCA(t, "fleet")
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name) }
-	for name, data := range map[string][]byte{"ca.crt": ca.pem, "identities.json": []byte(`{"env.fleet.test": ["role:env"], "sum.fleet.test": ["role:math,cmd:sum"]}`)} {
+	for name, data := range map[string][]byte{"ca.crt": ca.PEM, "identities.json": []byte(`{"env.fleet.test": ["role:env"], "sum.fleet.test": ["role:math,cmd:sum"]}`)} {
 		if err := os.WriteFile(path(name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for name, l := range map[string]leaf{"server": ca.issue(t, "nano-server"), "env": ca.issue(t, "env.fleet.test"), "sum": ca.issue(t, "sum.fleet.test"), "client": ca.issue(t, "client")} {
-		if err := os.WriteFile(path(name+".crt"), l.certPEM, 0o600); err != nil {
+		if err := os.WriteFile(path(name+".crt"), l.CertPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path(name+".key"), l.keyPEM, 0o600); err != nil {
+		if err := os.WriteFile(path(name+".key"), l.KeyPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -765,7 +700,7 @@ func TestNanoServerTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := httpsClient(t, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{pair}})
+		c := httpsClient(t, &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{pair}})
 		var resp *http.Response
 		eventually(t, addr+" answers over TLS", func() bool {
 			resp, err = c.Post("https://"+addr+"/register", "application/json",
@@ -855,7 +790,7 @@ func TestNanoServerTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh := httpsClient(t, &tls.Config{RootCAs: ca.pool, Certificates: []tls.Certificate{clientPair}})
+	fresh := httpsClient(t, &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{clientPair}})
 	if resp, err := fresh.Get("https://" + server + "/healthz"); err != nil {
 		t.Errorf("a new connection while the certificate file is broken: %v", err)
 	} else if readAll(resp); resp.StatusCode != 200 {
@@ -930,7 +865,7 @@ func TestIdentitiesRules(t *testing.T) {
 	ca := newTestCA(t, "fleet")
 	cert := ca.issue(t, "nano-server")
 	ids := nano.Identities{"a.svc": {"role:a"}}
-	for name, data := range map[string][]byte{"tls.crt": cert.certPEM, "tls.key": cert.keyPEM, "ca.crt": ca.pem} {
+	for name, data := range map[string][]byte{"tls.crt": cert.CertPEM, "tls.key": cert.KeyPEM, "ca.crt": ca.PEM} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -985,7 +920,7 @@ func TestIdentitiesNeedVerifiedCertificates(t *testing.T) {
 		return errors.New("refused by the program")
 	}
 	serving.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		return &tls.Config{Certificates: []tls.Certificate{serverCert.tls}, ClientAuth: tls.RequireAnyClientCert}, nil
+		return &tls.Config{Certificates: []tls.Certificate{serverCert.TLS}, ClientAuth: tls.RequireAnyClientCert}, nil
 	}
 	_, server := startServer(t, nano.ServerOptions{TLS: serving, Identities: nano.Identities{"stock.fleet.test": {"role:stock"}}})
 	req, _ := http.NewRequest(http.MethodPost, "https://"+server+"/register", strings.NewReader(`{"Pattern":"role:stock","ServiceAddress":"127.0.0.1:1"}`))

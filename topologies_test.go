@@ -85,7 +85,7 @@ func checkChangesOnOneNode(t *testing.T, opts nano.ServerOptions, nodes []string
 	streamEntries := func() (total int64, per []int64) {
 		for _, c := range clients {
 			var n int64
-			keys, _ := c.Keys(context.Background(), globEscape(opts.KeyPrefix)+"*changes").Result()
+			keys, _ := c.Keys(context.Background(), nano.EscapeGlob(opts.KeyPrefix)+"*changes").Result()
 			for _, k := range keys {
 				l, _ := c.XLen(context.Background(), k).Result()
 				n += l
@@ -118,7 +118,7 @@ func checkChangesOnOneNode(t *testing.T, opts nano.ServerOptions, nodes []string
 	// The pattern's set and its shard's keys are on one node, in one slot.
 	var slots []int64
 	for _, c := range clients {
-		keys, _ := c.Keys(context.Background(), globEscape(opts.KeyPrefix)+"*").Result()
+		keys, _ := c.Keys(context.Background(), nano.EscapeGlob(opts.KeyPrefix)+"*").Result()
 		for _, k := range keys {
 			if strings.HasSuffix(k, "pattern:role:one-node") {
 				tag := strings.TrimSuffix(k, "pattern:role:one-node")

@@ -2,16 +2,9 @@ package certs
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,66 +12,32 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/domWinter/go-nano/internal/testca"
 )
 
-// authority is a CA made for a test.
-type authority struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-var serial int64
-
-func newAuthority(t *testing.T, name string) *authority {
+// newAuthority makes a CA for a test.
+func newAuthority(t *testing.T, name string) *testca.CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := testca.New(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &authority{cert, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return ca
 }
 
-// issue returns a leaf certificate for 127.0.0.1, and its key, in PEM.
-func (a *authority) issue(t *testing.T, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, serialNumber int64) {
+// issue returns a certificate of ca for 127.0.0.1, and its key, in PEM.
+func issue(t *testing.T, ca *testca.CA) (certPEM, keyPEM []byte, serialNumber int64) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, err := ca.Issue("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "leaf"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, &key.PublicKey, a.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: k}), serial
+	return l.CertPEM, l.KeyPEM, l.Serial
 }
+
+// writes counts the files write wrote.
+var writes int64
 
 // write writes data to the file, with a modification time that differs
 // from the last one even on coarse clocks.
@@ -87,7 +46,8 @@ func write(t *testing.T, name string, data []byte) {
 	if err := os.WriteFile(name, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	later := time.Now().Add(time.Duration(serial) * time.Second)
+	writes++
+	later := time.Now().Add(time.Duration(writes) * time.Second)
 	os.Chtimes(name, later, later)
 }
 
@@ -97,11 +57,11 @@ func TestFiles(t *testing.T) {
 	dir := t.TempDir()
 	path := func(n string) string { return filepath.Join(dir, n) }
 	ca := newAuthority(t, "ca")
-	cert, key, first := ca.issue(t, x509.ExtKeyUsageServerAuth)
+	cert, key, first := issue(t, ca)
 	write(t, path("server.crt"), cert)
 	write(t, path("server.key"), key)
-	write(t, path("ca.crt"), ca.pem)
-	clientCert, clientKey, _ := ca.issue(t, x509.ExtKeyUsageClientAuth)
+	write(t, path("ca.crt"), ca.PEM)
+	clientCert, clientKey, _ := issue(t, ca)
 	write(t, path("client.crt"), clientCert)
 	write(t, path("client.key"), clientKey)
 
@@ -171,7 +131,7 @@ func TestFiles(t *testing.T) {
 
 	// A client that trusts another authority refuses the server.
 	other := newAuthority(t, "other")
-	write(t, path("other.crt"), other.pem)
+	write(t, path("other.crt"), other.PEM)
 	stranger, err := Load(path("client.crt"), path("client.key"), path("other.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +141,7 @@ func TestFiles(t *testing.T) {
 	}
 
 	// Rotation: a new certificate is presented once its files are written.
-	cert2, key2, second := ca.issue(t, x509.ExtKeyUsageServerAuth)
+	cert2, key2, second := issue(t, ca)
 	write(t, path("server.crt"), cert2)
 	write(t, path("server.key"), key2)
 	if got, err := get(client); err != nil || got != second {
@@ -203,7 +163,7 @@ func TestFiles(t *testing.T) {
 
 	// The client's bundle follows its file too: trusting only the other
 	// authority, it refuses the server it accepted.
-	write(t, path("ca.crt"), other.pem)
+	write(t, path("ca.crt"), other.PEM)
 	if _, err := get(client); err == nil {
 		t.Error("the client kept trusting an authority removed from its bundle")
 	}
