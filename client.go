@@ -217,7 +217,7 @@ func (c *Client) viaServer(ctx context.Context, body []byte) (env envelope, err 
 		if legacy {
 			msg = withServiceRequest(body)
 		}
-		env, err = c.post(ctx, c.serverTarget(addr), legacy, msg)
+		env, err = c.post(ctx, addr, c.opts.TLS != nil, legacy, msg)
 		if !failoverFromServer(err) {
 			return env, err
 		}
@@ -225,10 +225,6 @@ func (c *Client) viaServer(ctx context.Context, body []byte) (env envelope, err 
 	}
 	return env, err
 }
-
-// serverTarget is the target of the server at addr: over HTTPS when the
-// client has a TLS configuration.
-func (c *Client) serverTarget(addr string) string { return targetOf(addr, c.opts.TLS != nil) }
 
 // serverURL is the URL of path at the server at addr.
 func (c *Client) serverURL(addr, path string) string {
@@ -284,7 +280,8 @@ func (c *Client) callPeers(ctx context.Context, p string, rt *route, body []byte
 		}
 		addr := rt.instances[i].addr
 		st.inFlight.Add(1)
-		env, err := c.post(ctx, addr, false, body)
+		hostPort, secure := splitTarget(addr)
+		env, err := c.post(ctx, hostPort, secure, false, body)
 		st.inFlight.Add(-1)
 		switch {
 		case err == nil:
@@ -319,17 +316,17 @@ func gatewayFailure(err error) bool {
 	return !errors.Is(err, ErrHandler) && (e.Status == http.StatusBadGateway || e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout)
 }
 
-// post sends body to the target addr (see targetOf) and decodes the answer; the envelope's
-// Service is set only when the answer was the original's JSON envelope.
-// legacy says that addr is a server without /resolve, which would not
-// pass the Nano-Envelope field on.
-func (c *Client) post(ctx context.Context, addr string, legacy bool, body []byte) (envelope, error) {
+// post sends body to addr, over HTTPS when secure, and decodes the
+// answer; the envelope's Service is set only when the answer was the
+// original's JSON envelope. legacy says that addr is a server without
+// /resolve, which would not pass the Nano-Envelope field on.
+func (c *Client) post(ctx context.Context, addr string, secure, legacy bool, body []byte) (envelope, error) {
 	var env envelope
 	header, ok := c.header(ctx, legacy)
 	if !ok {
 		return env, callError(ctx, context.DeadlineExceeded)
 	}
-	resp, err := c.transport.RoundTrip(outbound(ctx, addr, header, body))
+	resp, err := c.transport.RoundTrip(outbound(ctx, addr, secure, header, body))
 	if err != nil {
 		return env, callError(ctx, err)
 	}

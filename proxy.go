@@ -182,7 +182,8 @@ func (s *Server) try(ctx context.Context, w http.ResponseWriter, r *http.Request
 	st.inFlight.Add(1)
 	defer st.inFlight.Add(-1)
 	sent := time.Now()
-	resp, err := s.transport.RoundTrip(outbound(ctx, addr, header, body))
+	hostPort, secure := splitTarget(addr)
+	resp, err := s.transport.RoundTrip(outbound(ctx, hostPort, secure, header, body))
 	if err == nil {
 		s.metrics.upstream.observe(time.Since(sent))
 		if more && resp.Header.Get(errorHeader) == noHandlerError {
@@ -343,12 +344,11 @@ const statusClientClosed = 499
 // the message: no handler ran, and the message may go to another instance.
 var errNoHandler = &notHandledError{fmt.Errorf("%w: no handler", ErrNoService)}
 
-// outbound returns the request that carries a message to the service at
-// target (see targetOf). It has no GetBody, so that no transport can send it again: an
+// outbound returns the request that carries a message to addr, over
+// HTTPS when secure. It has no GetBody, so that no transport can send it again: an
 // http.Transport would resend a request that carries an Idempotency-Key
 // after its connection failed with the request written.
-func outbound(ctx context.Context, target string, header http.Header, body []byte) *http.Request {
-	addr, secure := splitTarget(target)
+func outbound(ctx context.Context, addr string, secure bool, header http.Header, body []byte) *http.Request {
 	m := &message{url: url.URL{Scheme: "http", Host: addr, Path: "/"}}
 	if secure {
 		m.url.Scheme = "https"

@@ -448,7 +448,7 @@ func (s *Service) Serve(l net.Listener) error {
 		s.routes.each(func(p string, _ *handler) { s.startRegistration(p) })
 	}
 	s.mu.Unlock()
-	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().target(), "server", s.client.serverTarget(s.client.servers.current()))
+	s.log.Info("nano: service listening", "addr", l.Addr().String(), "advertised", s.self.Load().target(), "server", s.client.serverURL(s.client.servers.current(), "/"))
 	return s.endpoint.serve(l)
 }
 
